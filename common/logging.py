@@ -1,0 +1,90 @@
+"""ECS-JSON structured logging, with the request's trace id bound to every line.
+
+structlog renders through ecs-logging's formatter so Logstash/Elasticsearch get ECS fields
+(``@timestamp``, ``log.level``, ``trace.id`` …). Standard-library loggers (aiohttp, asyncpg,
+dramatiq) go through the same formatter, so the whole process writes one format.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import uuid
+from collections.abc import Mapping
+
+import ecs_logging
+import structlog
+from aiohttp import web
+
+from common.errors import Handler
+
+TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+# Request ids come from clients and proxies; only accept something harmless to log and echo.
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+
+
+def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
+    renderer: structlog.types.Processor
+    if fmt == "json":
+        renderer = ecs_logging.StructlogFormatter()  # type: ignore[assignment]
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(**{"service.name": service})
+
+    handler = logging.StreamHandler(sys.stdout)
+    if fmt == "json":
+        handler.setFormatter(ecs_logging.StdlibFormatter(extra={"service": {"name": service}}))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # aiohttp's access log duplicates what our request middleware logs with more context.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def trace_id_from_headers(headers: Mapping[str, str]) -> str:
+    """The W3C trace id if a valid traceparent came in, else a sane X-Request-ID, else a new id."""
+    traceparent = headers.get("traceparent", "").strip().lower()
+    match = TRACEPARENT_RE.match(traceparent)
+    if match and match.group(1) != "0" * 32:
+        return match.group(1)
+    request_id = headers.get("X-Request-ID", "").strip()
+    if REQUEST_ID_RE.match(request_id):
+        return request_id
+    return uuid.uuid4().hex
+
+
+def current_trace_id() -> str | None:
+    value = structlog.contextvars.get_contextvars().get("trace.id")
+    return str(value) if value else None
+
+
+@web.middleware
+async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    trace_id = trace_id_from_headers(request.headers)
+    request[REQUEST_ID] = trace_id
+    # Each request runs in its own task, so contextvars bound here stay with this request.
+    structlog.contextvars.bind_contextvars(
+        **{"trace.id": trace_id, "http.request.method": request.method, "url.path": request.path}
+    )
+    try:
+        response = await handler(request)
+        response.headers["X-Request-ID"] = trace_id
+        return response
+    finally:
+        # A keep-alive connection reuses its task; never let one request's ids leak into the next.
+        structlog.contextvars.unbind_contextvars("trace.id", "http.request.method", "url.path")

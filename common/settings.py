@@ -1,0 +1,127 @@
+"""Settings read from the environment once, validated, then passed around explicitly.
+
+Every service composes its own ``Settings`` class from the mixins here so that the
+variable names (``DB_HOST``, ``REDIS_PORT`` …) are spelled once and mean the same thing
+everywhere. A missing or malformed variable stops start-up with ``SettingsError`` naming it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values shipped in .env.example. Production refuses to start with any of them, so a
+# copied example file can never become a live deployment by accident.
+EXAMPLE_SECRETS = frozenset(
+    {"postgres", "guest", "admin123", "secure_password", "change-me", "changeme", "password", "secret"}
+)
+
+
+class SettingsError(RuntimeError):
+    """The environment does not describe a runnable service."""
+
+
+class BaseServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, case_sensitive=False)
+
+    app_env: Literal["development", "test", "staging", "production"] = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    http_host: str = "127.0.0.1"
+    # Fixed JSON logs or human-friendly console lines; ECS JSON is what Logstash expects.
+    log_format: Literal["json", "console"] = "json"
+    cors_allowed_origins: str = ""
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env in ("production", "staging")
+
+    def secret_values(self) -> dict[str, str]:
+        """Secrets to check against the example values; subclasses extend it."""
+        return {}
+
+    @model_validator(mode="after")
+    def _refuse_example_secrets(self) -> BaseServiceSettings:
+        if self.is_production:
+            for name, value in self.secret_values().items():
+                if not value or value.lower() in EXAMPLE_SECRETS:
+                    raise ValueError(
+                        f"{name} is empty or an example value from .env.example; "
+                        f"set a real secret for APP_ENV={self.app_env}"
+                    )
+        return self
+
+
+class DatabaseSettings(BaseSettings):
+    db_host: str = "127.0.0.1"
+    db_port: int = Field(default=5432, ge=1, le=65535)
+    db_username: str = "postgres"
+    db_password: str = ""
+    db_sslmode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    db_pool_min_size: int = Field(default=2, ge=0, le=100)
+    db_pool_max_size: int = Field(default=10, ge=1, le=200)
+
+    def dsn_for(self, database: str) -> str:
+        auth = quote(self.db_username, safe="")
+        if self.db_password:
+            auth += ":" + quote(self.db_password, safe="")
+        return (
+            f"postgresql://{auth}@{self.db_host}:{self.db_port}/{quote(database, safe='')}"
+            f"?sslmode={self.db_sslmode}"
+        )
+
+
+class RedisSettings(BaseSettings):
+    redis_host: str = "127.0.0.1"
+    redis_port: int = Field(default=6379, ge=1, le=65535)
+    redis_db: int = Field(default=0, ge=0, le=15)
+    redis_password: str = ""
+    # redis-py's default socket timeout is 5 s; a cache that slow is worse than none.
+    redis_socket_timeout_s: float = Field(default=1.0, gt=0, le=30)
+
+
+class RabbitSettings(BaseSettings):
+    rabbitmq_host: str = "127.0.0.1"
+    rabbitmq_port: int = Field(default=5672, ge=1, le=65535)
+    rabbitmq_username: str = "guest"
+    rabbitmq_password: str = "guest"  # noqa: S105 - RabbitMQ's own default, refused in production
+    rabbitmq_vhost: str = "/"
+
+    @property
+    def amqp_url(self) -> str:
+        user = quote(self.rabbitmq_username, safe="")
+        password = quote(self.rabbitmq_password, safe="")
+        vhost = quote(self.rabbitmq_vhost, safe="")
+        return f"amqp://{user}:{password}@{self.rabbitmq_host}:{self.rabbitmq_port}/{vhost}"
+
+
+class JwtSettings(BaseSettings):
+    jwt_issuer: str = "microservices-app/user-api"
+    jwt_audience: str = "microservices-app"
+    jwt_public_key_file: Path = Path("var/keys/jwt_public.pem")
+    jwt_private_key_file: Path = Path("var/keys/jwt_private.pem")
+    # Milliseconds, as in the original seed (86400000 = 24 h). Short-lived by default:
+    # refresh tokens carry the session, access tokens only prove it for a while.
+    jwt_expiration: int = Field(default=900_000, ge=10_000, le=86_400_000)
+
+    @property
+    def access_token_ttl_s(self) -> int:
+        return self.jwt_expiration // 1000
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """Build settings from the environment (plus explicit overrides) or raise SettingsError."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+            problems.append(f"{where}: {err['msg']}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
