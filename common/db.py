@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import asyncpg
 from aiohttp import web
+from asyncpg.pool import PoolConnectionProxy
 from prometheus_client import Gauge
 
 from common.health import add_health_check
 from common.metrics import SERVICE_NAME
+from common.migrations import ensure_database, migrate_dsn
+from common.settings import DatabaseSettings
+from common.types import CleanupCtx
 
 PG_POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pg_pool", asyncpg.Pool)
+
+# What repository functions accept: a pool, a connection, or a connection checked out of a pool.
+Connection = asyncpg.Connection | PoolConnectionProxy
+Executor = asyncpg.Connection | PoolConnectionProxy | asyncpg.Pool
 
 DB_POOL_SIZE = Gauge("db_pool_connections", "Connections open in the pool", ["service"])
 DB_POOL_IN_USE = Gauge("db_pool_connections_in_use", "Connections checked out of the pool", ["service"])
@@ -33,10 +42,21 @@ def export_pool_metrics(service: str, pool: asyncpg.Pool) -> None:
 
 
 def pg_pool_ctx(
-    dsn: str, *, min_size: int = 2, max_size: int = 10
-) -> Callable[[web.Application], AsyncIterator[None]]:
+    settings: DatabaseSettings,
+    database: str,
+    *,
+    migrations: Sequence[tuple[str, Path]] = (),
+    create_database: bool = False,
+) -> CleanupCtx:
+    """Pool for ``database``; first creates it (development) and applies pending migrations."""
+
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        pool = await create_pool(dsn, min_size=min_size, max_size=max_size)
+        dsn = settings.dsn_for(database)
+        if create_database:
+            await ensure_database(settings.dsn_for("postgres"), database)
+        if migrations:
+            await migrate_dsn(dsn, migrations)
+        pool = await create_pool(dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size)
         app[PG_POOL] = pool
         export_pool_metrics(app[SERVICE_NAME], pool)
 

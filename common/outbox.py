@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
+from common.db import Connection
 from common.events import new_event
 from common.logging import current_trace_id
 
@@ -21,7 +20,7 @@ INSERT_OUTBOX_EVENT_SQL = """
 
 
 async def add_event(
-    conn: asyncpg.Connection,
+    conn: Connection,
     event_type: str,
     aggregate_id: str,
     data: dict[str, Any],

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from redis.asyncio import Redis
 
 from common.health import add_health_check
 from common.settings import RedisSettings
+from common.types import CleanupCtx
 
 REDIS: web.AppKey[Redis] = web.AppKey("redis", Redis)
 
@@ -25,7 +26,7 @@ def make_redis(settings: RedisSettings) -> Redis:
     )
 
 
-def redis_ctx(settings: RedisSettings) -> Callable[[web.Application], AsyncIterator[None]]:
+def redis_ctx(settings: RedisSettings) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         client = make_redis(settings)
         app[REDIS] = client

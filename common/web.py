@@ -78,3 +78,16 @@ def json_response(
 ) -> web.Response:
     text = data.model_dump_json() if isinstance(data, BaseModel) else json.dumps(data, default=str)
     return web.json_response(text=text, status=status, headers=dict(headers or {}))
+
+
+def client_ip(request: web.Request, trusted_proxies: frozenset[str]) -> str:
+    """The caller's address; proxy headers count only when the direct peer is a trusted proxy."""
+    peer = request.remote or "unknown"
+    if peer not in trusted_proxies:
+        return peer
+    real_ip = request.headers.get("X-Real-IP", "").strip()
+    if real_ip:
+        return real_ip[:64]
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    return hops[-1][:64] if hops else peer

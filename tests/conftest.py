@@ -82,7 +82,9 @@ def rabbitmq_vhost() -> Iterator[str]:
     vhost = f"test_{uuid.uuid4().hex[:10]}"
     try:
         _rabbitmqctl("add_vhost", vhost)
-        _rabbitmqctl("set_permissions", "-p", vhost, os.environ.get("RABBITMQ_USERNAME", "guest"), ".*", ".*", ".*")
+        _rabbitmqctl(
+            "set_permissions", "-p", vhost, os.environ.get("RABBITMQ_USERNAME", "guest"), ".*", ".*", ".*"
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         pytest.fail(f"cannot create a RabbitMQ vhost with rabbitmqctl: {exc}")
     yield vhost
