@@ -26,19 +26,21 @@ REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
 
 def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
-    renderer: structlog.types.Processor
+    processors: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.format_exc_info,
+    ]
     if fmt == "json":
-        renderer = ecs_logging.StructlogFormatter()  # type: ignore[assignment]
+        # The ECS formatter adds @timestamp and log.level itself.
+        processors.append(ecs_logging.StructlogFormatter())  # type: ignore[arg-type]
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
+        processors += [
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+            structlog.dev.ConsoleRenderer(colors=False),
+        ]
+    structlog.configure(
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=False,
