@@ -135,7 +135,8 @@ async def login(deps: Deps, body: LoginIn, *, client_ip: str) -> TokensOut:
     # A malformed email is still rate limited and still costs a bcrypt check: no oracle.
     with contextlib.suppress(InvalidInput):
         email = normalise_email(email)
-    await ratelimit.enforce(deps.redis, _limit_keys(deps, email, client_ip), what="login attempts")
+    limits = _limit_keys(deps, email, client_ip)
+    await ratelimit.enforce(deps.redis, limits, what="login attempts")
     row = await repository.get_user_by_email(deps.pool, email)
     stored = row["password_hash"].encode() if row is not None else deps.dummy_hash
     password_ok = await check_password(body.password, stored)
@@ -143,6 +144,8 @@ async def login(deps: Deps, body: LoginIn, *, client_ip: str) -> TokensOut:
         log.info("login_failed")
         raise Unauthenticated("email or password is incorrect")
     user = user_out(row)
+    # The per-email budget counts consecutive failures; the per-IP one keeps counting.
+    await deps.redis.delete(limits[0][0])
     issued = await deps.tokens.open_session(user.id, user.role)
     log.info("login_succeeded", **{"user.id": user.id})
     return TokensOut(
