@@ -25,12 +25,14 @@ async def test_list_users_is_admin_only_and_paginated_with_total(
     page = await client.get("/api/users", params={"limit": "2", "offset": "1"}, headers=admin.auth)
     assert page.status == 200
     body = await page.json()
-    assert body["limit"] == 2 and body["offset"] == 1
+    assert body["limit"] == 2
+    assert body["offset"] == 1
     assert len(body["items"]) == 2
     assert body["total"] >= 5
     everyone = await client.get("/api/users", params={"limit": "100"}, headers=admin.auth)
     ids = [u["id"] for u in (await everyone.json())["items"]]
-    assert user.id in ids and admin.id in ids
+    assert user.id in ids
+    assert admin.id in ids
     bad = await client.get("/api/users", params={"limit": "0"}, headers=admin.auth)
     assert bad.status == 422
     unknown = await client.get("/api/users", params={"sort": "x"}, headers=admin.auth)
@@ -90,7 +92,9 @@ async def test_mass_assignment_in_put_changes_nothing(client: CheckedClient, new
         response = await client.put(path, json={"name": "Sneaky", **extra}, headers=user.auth)
         assert response.status == 422, extra
     after = await (await client.get(path, headers=user.auth)).json()
-    assert after["name"] == "Test User" and after["role"] == "user" and after["id"] == user.id
+    assert after["name"] == "Test User"
+    assert after["role"] == "user"
+    assert after["id"] == user.id
     login = await client.post("/api/auth/login", json={"email": user.email, "password": user.password})
     assert login.status == 200
 
