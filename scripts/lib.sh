@@ -62,7 +62,7 @@ wait_port() { # host port seconds
 
 wait_http() { # url seconds
   local deadline=$((SECONDS + $2))
-  until curl -fsS -o /dev/null --max-time 2 "$1"; do
+  until curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; do
     [ $SECONDS -ge "$deadline" ] && return 1
     sleep 0.5
   done
