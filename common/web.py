@@ -7,13 +7,14 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from common.errors import InvalidInput, MalformedRequest, UnsupportedMediaType, problem_middleware
+from common.errors import MalformedRequest, UnsupportedMediaType, problem_middleware
 from common.health import HEALTH_CHECKS, liveness, readiness
 from common.logging import request_context_middleware
 from common.metrics import SERVICE_NAME, metrics_handler_for, metrics_middleware
 from common.security import security_headers_middleware, setup_security
+from common.validation import validate
 
 M = TypeVar("M", bound=BaseModel)
 # Bodies are small JSON documents; anything bigger is a mistake or an attack (413).
@@ -39,14 +40,6 @@ def base_application(service: str, *, max_body_bytes: int = MAX_BODY_BYTES) -> w
     return app
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "body"
-
-
-def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    return [{"field": _loc(err["loc"]), "message": err["msg"]} for err in exc.errors(include_url=False)]
-
-
 async def parse_body(request: web.Request, model: type[M]) -> M:
     """Read and validate a JSON body: 415 for another media type, 400 for broken JSON, 422 else."""
     if request.content_type != "application/json":
@@ -57,13 +50,6 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     except (ValueError, UnicodeDecodeError):
         raise MalformedRequest("the body is not valid JSON") from None
     return validate(model, data)
-
-
-def validate(model: type[M], data: object) -> M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidInput("the request does not pass validation", errors=validation_errors(exc)) from None
 
 
 def parse_query(request: web.Request, model: type[M]) -> M:

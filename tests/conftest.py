@@ -8,6 +8,7 @@ Nothing is skipped when a service is missing: the fixture fails and says which.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import shutil
 import subprocess
@@ -31,12 +32,18 @@ def pg_dsn(database: str) -> str:
     return f"postgresql://{auth}@{PG_HOST}:{PG_PORT}/{database}"
 
 
-async def _admin(sql: str) -> None:
+async def _admin_async(sql: str) -> None:
     conn = await asyncpg.connect(pg_dsn("postgres"))
     try:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+def _admin(sql: str) -> None:
+    # Runs on its own loop in a thread: fixtures may be called from inside a running test loop.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, _admin_async(sql)).result()
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +54,7 @@ def database_factory() -> Iterator[Callable[[str], str]]:
     def make(label: str) -> str:
         name = f"t_{label}_{uuid.uuid4().hex[:10]}"
         try:
-            asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+            _admin(f'CREATE DATABASE "{name}"')
         except OSError as exc:
             pytest.fail(f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT}: {exc}")
         created.append(name)
@@ -55,7 +62,7 @@ def database_factory() -> Iterator[Callable[[str], str]]:
 
     yield make
     for name in created:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

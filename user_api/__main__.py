@@ -70,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging("user_api", settings.log_level, settings.log_format)
     if args.command == "serve":
-        _serve(settings, args.port)
+        try:
+            _serve(settings, args.port)
+        except SettingsError as exc:
+            print(f"user_api: {exc}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "migrate":
         asyncio.run(_migrate(settings))

@@ -25,10 +25,11 @@ MIGRATIONS = [OUTBOX_MIGRATIONS, ("user_api", Path(__file__).parent / "sql")]
 
 
 def _deps_ctx(settings: Settings) -> CleanupCtx:
+    # Keys are read before anything connects: a missing key stops start-up at once, by name.
+    public_key = load_public_key(settings, production=settings.is_production)
+    private_key = load_private_key(settings, production=settings.is_production)
+
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        production = settings.is_production
-        public_key = load_public_key(settings, production=production)
-        private_key = load_private_key(settings, production=production)
         redis = app[REDIS]
         app[TOKEN_VERIFIER] = TokenVerifier(
             public_key,
@@ -55,6 +56,7 @@ def create_app(settings: Settings) -> web.Application:
     app = base_application("user_api")
     app[SETTINGS] = settings
     app[TRUSTED_PROXIES] = frozenset(p.strip() for p in settings.trusted_proxies.split(",") if p.strip())
+    deps_ctx = _deps_ctx(settings)
     app.cleanup_ctx.append(
         pg_pool_ctx(
             settings,
@@ -64,6 +66,6 @@ def create_app(settings: Settings) -> web.Application:
         )
     )
     app.cleanup_ctx.append(redis_ctx(settings))
-    app.cleanup_ctx.append(_deps_ctx(settings))
+    app.cleanup_ctx.append(deps_ctx)
     setup_routes(app)
     return app

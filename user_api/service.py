@@ -24,6 +24,7 @@ from common.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthent
 from common.events import USER_REGISTERED
 from common.jwt import Caller
 from common.outbox import add_event
+from common.validation import validate
 from user_api import repository
 from user_api.schemas import (
     PASSWORD_MAX_BYTES,
@@ -281,7 +282,7 @@ async def delete_user(deps: Deps, caller: Caller, user_id: str) -> None:
 
 async def create_admin(deps: Deps, email: str, password: str, name: str) -> tuple[UserOut, bool]:
     """Create the admin, or promote and re-password an existing account. True if created."""
-    body = RegisterIn.model_validate({"email": email, "password": password, "name": name})
+    body = validate(RegisterIn, {"email": email, "password": password, "name": name})
     existing = await repository.get_user_by_email(deps.pool, normalise_email(body.email))
     if existing is None:
         return await register(deps, body, role="admin"), True
