@@ -33,7 +33,6 @@ class BaseServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     # Fixed JSON logs or human-friendly console lines; ECS JSON is what Logstash expects.
     log_format: Literal["json", "console"] = "json"
-    cors_allowed_origins: str = ""
 
     @property
     def is_production(self) -> bool:

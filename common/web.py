@@ -49,6 +49,9 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise MalformedRequest("the body is not valid JSON") from None
+    except RecursionError:
+        # json.loads recurses per nesting level; 64 KiB of "[" would otherwise be a 500.
+        raise MalformedRequest("the body is nested too deeply") from None
     return validate(model, data)
 
 

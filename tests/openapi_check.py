@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 from openapi_core import Config, OpenAPI
@@ -24,7 +25,7 @@ def load_spec(path: Path) -> OpenAPI:
         config=Config(
             extra_media_type_deserializers={
                 "application/problem+json": json.loads,
-                "application/yaml": bytes.decode,
+                "application/yaml": yaml.safe_load,
                 "text/plain": bytes.decode,
             }
         ),
@@ -32,8 +33,6 @@ def load_spec(path: Path) -> OpenAPI:
 
 
 def documented_operations(path: Path) -> set[tuple[str, str]]:
-    import yaml
-
     document = yaml.safe_load(path.read_text())
     return {
         (method.upper(), route)

@@ -50,7 +50,8 @@ PushToken = Annotated[
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_max_length=4096)
+    # strict: JSON types are taken as sent (0 is not false, "1" is not 1); unknown fields are refused.
+    model_config = ConfigDict(extra="forbid", str_max_length=4096, strict=True)
 
 
 class Preferences(Strict):
