@@ -15,13 +15,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import requests
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 
 from user_api.routes import OPENAPI_PATH
-from user_api.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 schema = schemathesis.openapi.from_path(str(OPENAPI_PATH))
