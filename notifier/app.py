@@ -1,0 +1,72 @@
+"""create_app(settings): the notification service as an aiohttp application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from common.auth import TOKEN_VERIFIER, redis_revocation_check
+from common.db import PG_POOL, pg_pool_ctx
+from common.health import add_health_check
+from common.jwt import TokenVerifier, load_public_key
+from common.redis import REDIS, redis_ctx
+from common.types import CleanupCtx
+from common.web import base_application
+from notifier.queue import DeliveryQueue
+from notifier.routes import setup_routes
+from notifier.service import Deps
+from notifier.settings import NotifierSettings
+from notifier.state import DEPS, SETTINGS
+from notifier.templates import TemplateRenderer
+from notifier.users import UserDirectory
+
+MIGRATIONS = [("notifier", Path(__file__).parent / "sql")]
+log = structlog.get_logger(__name__)
+
+
+def _deps_ctx(settings: NotifierSettings) -> CleanupCtx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        public_key = load_public_key(settings, production=settings.is_production)
+        redis = app[REDIS]
+        app[TOKEN_VERIFIER] = TokenVerifier(
+            public_key,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            is_revoked=redis_revocation_check(lambda: redis),
+        )
+        queue = DeliveryQueue(settings.amqp_url)
+        try:
+            await queue.check()
+        except Exception as exc:  # start anyway: reads work, and readiness names the broker
+            log.warning("rabbitmq_unavailable_at_start", error=str(exc))
+        add_health_check(app, "rabbitmq", queue.check)
+        async with aiohttp.ClientSession() as session:
+            users = UserDirectory(
+                session, settings.user_service_url, timeout_s=settings.user_service_timeout_s
+            )
+            app[DEPS] = Deps(app[PG_POOL], TemplateRenderer(settings.templates_dir), queue, users)
+            yield
+        await queue.close()
+
+    return ctx
+
+
+def create_app(settings: NotifierSettings) -> web.Application:
+    app = base_application("notifier")
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(
+        pg_pool_ctx(
+            settings,
+            settings.notification_db_name,
+            migrations=MIGRATIONS,
+            create_database=not settings.is_production,
+        )
+    )
+    app.cleanup_ctx.append(redis_ctx(settings))
+    app.cleanup_ctx.append(_deps_ctx(settings))
+    setup_routes(app)
+    return app

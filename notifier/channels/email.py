@@ -1,0 +1,95 @@
+"""Email over SMTP with aiosmtplib: text and HTML parts, one stable Message-ID per notification.
+
+The Message-ID ``<notification-id@domain>`` is the same on every attempt, so if a worker dies
+after the server accepted a message but before we recorded it, the second copy carries the same
+id and mail systems (and people) can tell it is a duplicate.
+"""
+
+from __future__ import annotations
+
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+
+import aiosmtplib
+
+from notifier.channels import Outgoing, PermanentFailure, TransientFailure, describe
+from notifier.settings import DeliverySettings
+from notifier.templates import single_line
+
+# Replies that mean "fix the configuration", not "this message is bad": retrying (and, once the
+# retries run out, the dead-letter queue and a replay) is the way back, not dropping the mail.
+CONFIGURATION_CODES = frozenset({530, 534, 535, 538})
+
+
+def message_id_for(notification_id: str, domain: str) -> str:
+    return f"<{notification_id}@{domain}>"
+
+
+def build_email(outgoing: Outgoing, *, mail_from: str, domain: str) -> EmailMessage:
+    parts = outgoing.content.parts
+    message = EmailMessage()
+    # Header values are passed through single_line: user data (a name, a subject built from an
+    # order) can never smuggle a CR/LF and start a header of its own.
+    message["Subject"] = single_line(parts["subject"])
+    message["From"] = single_line(mail_from)
+    name = single_line(outgoing.recipient_name or "")
+    try:
+        message["To"] = Address(display_name=name, addr_spec=single_line(outgoing.recipient))
+    except (ValueError, IndexError) as exc:
+        raise PermanentFailure(f"invalid email address {outgoing.recipient!r}: {exc}") from None
+    message["Message-ID"] = message_id_for(outgoing.notification_id, domain)
+    message["Date"] = formatdate(usegmt=True)
+    message["Auto-Submitted"] = "auto-generated"
+    message["X-Notification-Id"] = outgoing.notification_id
+    if outgoing.trace_id:
+        message["X-Trace-Id"] = single_line(outgoing.trace_id)
+    message.set_content(parts["text"] + "\n")
+    if "html" in parts:
+        message.add_alternative(parts["html"] + "\n", subtype="html")
+    return message
+
+
+def _classify(exc: aiosmtplib.SMTPException) -> TransientFailure | PermanentFailure:
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        codes = [r.code for r in exc.recipients]
+        detail = "; ".join(f"{r.code} {r.message}" for r in exc.recipients) or describe(exc)
+        if codes and all(500 <= code < 600 for code in codes):
+            return PermanentFailure(f"SMTP recipient refused: {detail}")
+        return TransientFailure(f"SMTP recipient deferred: {detail}")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        detail = f"SMTP {exc.code} {exc.message}"
+        if 500 <= exc.code < 600 and exc.code not in CONFIGURATION_CODES:
+            return PermanentFailure(detail)
+        return TransientFailure(detail)
+    # Disconnects, timeouts, connection refused, missing STARTTLS support: try again later.
+    return TransientFailure(f"SMTP: {describe(exc)}")
+
+
+class EmailSender:
+    def __init__(self, settings: DeliverySettings) -> None:
+        self._settings = settings
+        _, self._envelope_from = parseaddr(settings.mail_from)
+
+    async def send(self, outgoing: Outgoing) -> str | None:
+        settings = self._settings
+        message = build_email(outgoing, mail_from=settings.mail_from, domain=settings.message_id_domain)
+        try:
+            await aiosmtplib.send(
+                message,
+                sender=self._envelope_from or None,
+                recipients=[outgoing.recipient],
+                hostname=settings.smtp_host,
+                port=settings.smtp_port,
+                username=settings.smtp_username or None,
+                password=settings.smtp_password or None,
+                use_tls=settings.smtp_use_tls,
+                start_tls=settings.smtp_starttls,
+                validate_certs=settings.smtp_validate_certs,
+                timeout=settings.smtp_timeout_s,
+            )
+        except aiosmtplib.SMTPException as exc:
+            raise _classify(exc) from exc
+        except (OSError, TimeoutError) as exc:
+            raise TransientFailure(f"SMTP: {describe(exc)}") from exc
+        return str(message["Message-ID"])

@@ -1,0 +1,131 @@
+"""Delivering one notification: claim it, render it, send it, record the attempt.
+
+Exactly one effect per notification rests on three things: the claim (only a `queued` row, or a
+`sending` row whose lease has expired, can be taken; the attempt number fences the finish), the
+status check (a `sent` or `failed` row is never sent again), and, for the one window no database
+can close — the provider accepted the message and the worker died before recording it — a stable
+Message-ID / Idempotency-Key per notification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+from prometheus_client import Counter
+
+from notifier import repository
+from notifier.channels import Outgoing, PermanentFailure, Sender, TransientFailure
+from notifier.templates import TemplateProblem, TemplateRenderer
+
+log = structlog.get_logger(__name__)
+
+DELIVERIES = Counter(
+    "notification_deliveries_total", "Delivery attempts by channel and outcome", ["channel", "outcome"]
+)
+
+
+class NotificationBusy(Exception):
+    """Another attempt holds the row's lease; look again once it has run out."""
+
+    def __init__(self, notification_id: str, retry_after_s: float) -> None:
+        super().__init__(f"notification {notification_id} is being sent by another attempt")
+        self.retry_after_s = retry_after_s
+
+
+class NotificationDead(Exception):
+    """The row is `dead` and this message is not an operator's replay: it belongs in the DLQ."""
+
+
+@dataclass(frozen=True)
+class DeliveryDeps:
+    pool: asyncpg.Pool
+    renderer: TemplateRenderer
+    senders: Mapping[str, Sender]
+    lease_s: float
+
+
+async def deliver(deps: DeliveryDeps, notification_id: str, *, replay: bool = False) -> str:
+    """Deliver once; return the resulting status ("sent", "failed") or why nothing was done.
+
+    Raises ``TransientFailure`` after recording a retryable failure (the caller retries later),
+    ``NotificationBusy`` while another attempt holds the lease, ``NotificationDead`` for a dead
+    row outside a replay.
+    """
+    bound = log.bind(notification_id=notification_id)
+    async with deps.pool.acquire() as conn:
+        row = await repository.claim(conn, notification_id, lease_s=deps.lease_s, revive_dead=replay)
+    if row is None:
+        return await _not_claimable(deps, notification_id)
+
+    channel = row["channel"]
+    bound = bound.bind(channel=channel, attempt=row["attempts"], trace_id=row["trace_id"])
+    context = repository.context_of(row)
+    try:
+        content = deps.renderer.render(row["template"], channel, context)
+        user = context.get("user")
+        outgoing = Outgoing(
+            notification_id=notification_id,
+            recipient=row["recipient"],
+            recipient_name=str(user.get("name") or "") if isinstance(user, dict) else None,
+            trace_id=row["trace_id"],
+            content=content,
+        )
+        provider_message_id = await deps.senders[channel].send(outgoing)
+    except TemplateProblem as exc:
+        return await _finish_failed(deps, row, f"template error: {exc}", bound)
+    except PermanentFailure as exc:
+        return await _finish_failed(deps, row, exc.detail, bound)
+    except TransientFailure as exc:
+        async with deps.pool.acquire() as conn:
+            await repository.finish_attempt(conn, row, outcome="transient_error", error=exc.detail)
+        DELIVERIES.labels(channel, "transient_error").inc()
+        bound.warning("notification_send_deferred", error=exc.detail)
+        raise
+
+    async with deps.pool.acquire() as conn:
+        current = await repository.finish_attempt(
+            conn, row, outcome="sent", provider_message_id=provider_message_id
+        )
+    DELIVERIES.labels(channel, "sent").inc()
+    if not current:
+        # Our lease ran out mid-send and another attempt took the row: both may have sent.
+        bound.warning("notification_sent_after_lease_expired")
+    bound.info("notification_sent", provider_message_id=provider_message_id)
+    return "sent"
+
+
+async def _finish_failed(
+    deps: DeliveryDeps, row: asyncpg.Record, error: str, bound: structlog.typing.FilteringBoundLogger
+) -> str:
+    async with deps.pool.acquire() as conn:
+        await repository.finish_attempt(conn, row, outcome="permanent_error", error=error)
+    DELIVERIES.labels(row["channel"], "permanent_error").inc()
+    bound.warning("notification_failed", error=error)
+    return "failed"
+
+
+async def _not_claimable(deps: DeliveryDeps, notification_id: str) -> str:
+    current = await repository.get_notification(deps.pool, notification_id)
+    if current is None:
+        # A deliver message for a row that does not exist cannot ever succeed; say so and drop it.
+        log.error("notification_missing", notification_id=notification_id)
+        return "missing"
+    status: str = current["status"]
+    if status in ("sent", "failed"):
+        log.info("notification_already_done", notification_id=notification_id, status=status)
+        return status
+    if status == "dead":
+        raise NotificationDead(f"notification {notification_id} is dead; replay its message to retry it")
+    remaining = await repository.lease_remaining_s(deps.pool, notification_id)
+    raise NotificationBusy(notification_id, (remaining or 0.0) + 1.0)
+
+
+async def mark_dead(pool: asyncpg.Pool, notification_id: str, error: str | None) -> bool:
+    """Retries ran out: the row says so, and the message is in the dead-letter queue."""
+    changed = await repository.mark_dead(pool, notification_id, error)
+    if changed:
+        log.error("notification_dead", notification_id=notification_id, error=error)
+    return changed

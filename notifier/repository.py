@@ -1,0 +1,250 @@
+"""Every SQL statement of the notification service. Functions take a connection or pool first."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from common.db import Connection, Executor
+
+NOTIFICATION_COLUMNS = """
+    id::text AS id, event_id::text AS event_id, event_type, template, channel, user_id::text AS user_id,
+    recipient, context, trace_id, created_by::text AS created_by, status, attempts, last_error,
+    provider_message_id, claimed_at, lease_until, created_at, updated_at, sent_at
+"""
+# The same columns qualified, for statements that join or update with an alias.
+N_COLUMNS = """
+    n.id::text AS id, n.event_id::text AS event_id, n.event_type, n.template, n.channel,
+    n.user_id::text AS user_id, n.recipient, n.context, n.trace_id, n.created_by::text AS created_by,
+    n.status, n.attempts, n.last_error, n.provider_message_id, n.claimed_at, n.lease_until,
+    n.created_at, n.updated_at, n.sent_at
+"""
+
+INSERT_NOTIFICATION_SQL = """
+    INSERT INTO notifications
+        (id, event_id, event_type, template, channel, user_id, recipient, context, trace_id, created_by)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10)
+    ON CONFLICT (event_id, channel) DO NOTHING
+    RETURNING id::text
+"""
+
+# Rows a fan-out created but no worker has picked up yet: the ones whose deliver message may
+# have been lost between the insert and the enqueue (a redelivered fan-out enqueues them again).
+UNCLAIMED_FOR_EVENT_SQL = """
+    SELECT id::text FROM notifications
+    WHERE event_id = $1 AND status = 'queued' AND attempts = 0
+    ORDER BY channel
+"""
+
+GET_NOTIFICATION_SQL = f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = $1"
+
+# Claim a row for one attempt. A `sending` row whose lease ran out was left by a dead worker;
+# a `dead` row is taken only when the message is an operator's replay ($3).
+CLAIM_SQL = f"""
+    WITH current AS (
+        SELECT id, status AS previous_status, claimed_at AS previous_claimed_at
+        FROM notifications WHERE id = $1 FOR UPDATE
+    )
+    UPDATE notifications n
+    SET status = 'sending', attempts = n.attempts + 1, claimed_at = now(),
+        lease_until = now() + make_interval(secs => $2::float8), updated_at = now()
+    FROM current
+    WHERE n.id = current.id
+      AND (n.status = 'queued'
+           OR (n.status = 'sending' AND n.lease_until < now())
+           OR (n.status = 'dead' AND $3::boolean))
+    RETURNING {N_COLUMNS}, current.previous_status, current.previous_claimed_at
+"""
+
+LEASE_REMAINING_SQL = """
+    SELECT GREATEST(0, EXTRACT(EPOCH FROM (lease_until - now())))::float8
+    FROM notifications WHERE id = $1 AND status = 'sending'
+"""
+
+INSERT_ATTEMPT_SQL = """
+    INSERT INTO notification_attempts
+        (notification_id, attempt, started_at, outcome, error, provider_message_id)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    ON CONFLICT (notification_id, attempt) DO NOTHING
+"""
+
+# Finishing statements are fenced on the attempt number: a worker whose lease was taken over
+# must not overwrite the outcome of the attempt that replaced it.
+MARK_SENT_SQL = """
+    UPDATE notifications
+    SET status = 'sent', provider_message_id = $3, last_error = NULL, lease_until = NULL,
+        sent_at = now(), updated_at = now()
+    WHERE id = $1 AND status = 'sending' AND attempts = $2
+    RETURNING id
+"""
+
+MARK_FAILED_SQL = """
+    UPDATE notifications
+    SET status = 'failed', last_error = $3, lease_until = NULL, updated_at = now()
+    WHERE id = $1 AND status = 'sending' AND attempts = $2
+    RETURNING id
+"""
+
+RELEASE_FOR_RETRY_SQL = """
+    UPDATE notifications
+    SET status = 'queued', last_error = $3, lease_until = NULL, updated_at = now()
+    WHERE id = $1 AND status = 'sending' AND attempts = $2
+    RETURNING id
+"""
+
+MARK_DEAD_SQL = """
+    UPDATE notifications
+    SET status = 'dead', last_error = COALESCE($2, last_error), lease_until = NULL, updated_at = now()
+    WHERE id = $1 AND status IN ('queued', 'sending')
+    RETURNING id
+"""
+
+MARK_UNQUEUED_SQL = """
+    UPDATE notifications SET status = 'failed', last_error = $2, updated_at = now()
+    WHERE id = $1 AND status = 'queued' AND attempts = 0
+"""
+
+LIST_FILTER = """
+    WHERE ($1::uuid IS NULL OR user_id = $1)
+      AND ($2::text IS NULL OR status = $2)
+      AND ($3::text IS NULL OR channel = $3)
+"""
+LIST_NOTIFICATIONS_SQL = f"""
+    SELECT {NOTIFICATION_COLUMNS} FROM notifications {LIST_FILTER}
+    ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5
+"""
+COUNT_NOTIFICATIONS_SQL = f"SELECT count(*) FROM notifications {LIST_FILTER}"
+
+LIST_ATTEMPTS_SQL = """
+    SELECT attempt, started_at, finished_at, outcome, error, provider_message_id
+    FROM notification_attempts WHERE notification_id = $1 ORDER BY attempt
+"""
+
+
+def context_of(row: asyncpg.Record) -> dict[str, Any]:
+    """The template context stored on a row (asyncpg hands jsonb over as text)."""
+    value = row["context"]
+    decoded = json.loads(value) if isinstance(value, str) else value
+    return decoded if isinstance(decoded, dict) else {}
+
+
+async def insert_notification(
+    db: Executor,
+    *,
+    notification_id: str,
+    event_id: str | None,
+    event_type: str | None,
+    template: str,
+    channel: str,
+    user_id: str | None,
+    recipient: str,
+    context: dict[str, Any],
+    trace_id: str | None,
+    created_by: str | None = None,
+) -> bool:
+    """True if inserted; False if this (event, channel) already has its notification."""
+    inserted = await db.fetchval(
+        INSERT_NOTIFICATION_SQL,
+        notification_id,
+        event_id,
+        event_type,
+        template,
+        channel,
+        user_id,
+        recipient,
+        json.dumps(context, default=str),
+        trace_id,
+        created_by,
+    )
+    return inserted is not None
+
+
+async def unclaimed_for_event(db: Executor, event_id: str) -> list[str]:
+    return [row["id"] for row in await db.fetch(UNCLAIMED_FOR_EVENT_SQL, event_id)]
+
+
+async def get_notification(db: Executor, notification_id: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await db.fetchrow(GET_NOTIFICATION_SQL, notification_id)
+    return row
+
+
+async def claim(
+    conn: Connection, notification_id: str, *, lease_s: float, revive_dead: bool
+) -> asyncpg.Record | None:
+    """Take the row for one attempt (status `sending`, attempts + 1), or None if not claimable."""
+    async with conn.transaction():
+        row: asyncpg.Record | None = await conn.fetchrow(CLAIM_SQL, notification_id, lease_s, revive_dead)
+        if row is not None and row["previous_status"] == "sending":
+            # The attempt before this one never finished: its worker died holding the lease.
+            await conn.execute(
+                INSERT_ATTEMPT_SQL,
+                notification_id,
+                row["attempts"] - 1,
+                row["previous_claimed_at"],
+                "interrupted",
+                "the worker stopped before finishing; its lease expired and the attempt was taken over",
+                None,
+            )
+    return row
+
+
+async def lease_remaining_s(db: Executor, notification_id: str) -> float | None:
+    remaining: float | None = await db.fetchval(LEASE_REMAINING_SQL, notification_id)
+    return remaining
+
+
+async def finish_attempt(
+    conn: Connection,
+    row: asyncpg.Record,
+    *,
+    outcome: str,
+    error: str | None = None,
+    provider_message_id: str | None = None,
+) -> bool:
+    """Record the attempt and move the row on; False if the claim had been taken over meanwhile."""
+    notification_id, attempt = row["id"], row["attempts"]
+    async with conn.transaction():
+        await conn.execute(
+            INSERT_ATTEMPT_SQL,
+            notification_id,
+            attempt,
+            row["claimed_at"],
+            outcome,
+            error,
+            provider_message_id,
+        )
+        if outcome == "sent":
+            moved = await conn.fetchval(MARK_SENT_SQL, notification_id, attempt, provider_message_id)
+        elif outcome == "permanent_error":
+            moved = await conn.fetchval(MARK_FAILED_SQL, notification_id, attempt, error)
+        else:
+            moved = await conn.fetchval(RELEASE_FOR_RETRY_SQL, notification_id, attempt, error)
+    return moved is not None
+
+
+async def mark_dead(db: Executor, notification_id: str, error: str | None) -> bool:
+    return await db.fetchval(MARK_DEAD_SQL, notification_id, error) is not None
+
+
+async def mark_unqueued(db: Executor, notification_id: str, error: str) -> None:
+    await db.execute(MARK_UNQUEUED_SQL, notification_id, error)
+
+
+async def list_notifications(
+    db: Executor,
+    *,
+    user_id: str | None,
+    status: str | None,
+    channel: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[asyncpg.Record], int]:
+    rows = await db.fetch(LIST_NOTIFICATIONS_SQL, user_id, status, channel, limit, offset)
+    total: int = await db.fetchval(COUNT_NOTIFICATIONS_SQL, user_id, status, channel)
+    return list(rows), total
+
+
+async def list_attempts(db: Executor, notification_id: str) -> list[asyncpg.Record]:
+    return list(await db.fetch(LIST_ATTEMPTS_SQL, notification_id))

@@ -1,0 +1,80 @@
+"""Request and response bodies of the notification API."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from common.pagination import PageQuery
+from notifier.templates import TEMPLATE_NAME_RE
+
+Channel = Literal["email", "sms", "push"]
+Status = Literal["queued", "sending", "sent", "failed", "dead"]
+Outcome = Literal["sent", "transient_error", "permanent_error", "interrupted"]
+E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
+PUSH_TOKEN_RE = re.compile(r"^\S{8,4096}$")
+
+
+class ListQuery(PageQuery):
+    status: Status | None = None
+    channel: Channel | None = None
+    # Admins only: whose notifications (a user always sees just their own).
+    user_id: uuid.UUID | None = None
+
+
+class SendIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_max_length=4096)
+
+    channel: Channel
+    template: Annotated[str, StringConstraints(max_length=100, pattern=TEMPLATE_NAME_RE.pattern)]
+    user_id: uuid.UUID | None = None
+    recipient: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)] | None
+    ) = None
+    context: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _someone_to_send_to(self) -> SendIn:
+        if self.user_id is None and self.recipient is None:
+            raise ValueError("give user_id, recipient, or both")
+        return self
+
+
+class AttemptOut(BaseModel):
+    attempt: int
+    started_at: datetime
+    finished_at: datetime
+    outcome: Outcome
+    error: str | None
+    provider_message_id: str | None
+
+
+class NotificationOut(BaseModel):
+    id: str
+    channel: Channel
+    template: str
+    event_type: str | None
+    event_id: str | None
+    user_id: str | None
+    recipient: str
+    status: Status
+    attempts: int
+    last_error: str | None
+    provider_message_id: str | None
+    trace_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+
+    @classmethod
+    def from_record(cls, row: asyncpg.Record) -> NotificationOut:
+        return cls.model_validate({name: row[name] for name in cls.model_fields})
+
+
+class NotificationDetail(NotificationOut):
+    attempt_log: list[AttemptOut]
