@@ -1,0 +1,135 @@
+"""Publishing to RabbitMQ with aiormq on a confirm channel: a message counts as sent only once
+the broker has acknowledged it, and a message no queue would take is a failure, not a silent drop.
+
+Queues are declared exactly as Dramatiq's ``RabbitmqBroker`` declares them (same names, same
+arguments), because RabbitMQ refuses a second declaration with different arguments
+(``PRECONDITION_FAILED``), and the workers' broker declares them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiormq
+import structlog
+from aiormq.abc import AbstractChannel, AbstractConnection
+from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL
+from dramatiq.common import dq_name, xq_name
+from pamqp.commands import Basic
+from pamqp.common import FieldTable
+
+log = structlog.get_logger(__name__)
+PERSISTENT = 2
+
+
+class AmqpUnavailable(Exception):
+    """The broker cannot be reached, or the connection or channel broke while talking to it."""
+
+
+class PublishRejected(Exception):
+    """The broker answered but did not take the message (returned as unroutable, or nacked)."""
+
+
+def dramatiq_queue_arguments(queue_name: str) -> FieldTable:
+    """Arguments of a Dramatiq queue and of its delay queue (``Q.DQ``): dead letters go to ``Q.XQ``."""
+    return {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": xq_name(queue_name)}
+
+
+class ConfirmingPublisher:
+    """One connection and one confirm channel; reconnecting is the caller's decision."""
+
+    def __init__(self, url: str, *, connect_timeout_s: float = 5.0, publish_timeout_s: float = 10.0) -> None:
+        self._url = url
+        self._connect_timeout_s = connect_timeout_s
+        self._publish_timeout_s = publish_timeout_s
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+
+    @property
+    def is_connected(self) -> bool:
+        return (
+            self._connection is not None
+            and not self._connection.is_closed
+            and self._channel is not None
+            and not self._channel.is_closed
+        )
+
+    async def connect(self) -> None:
+        await self.close()
+        connection = aiormq.Connection(self._url)
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                await connection.connect()
+                # on_return_raises: a basic.return (mandatory, no queue bound) fails the publish.
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
+            await self._close_quietly(connection)
+            raise AmqpUnavailable(f"cannot connect to RabbitMQ: {_describe(exc)}") from exc
+        self._connection, self._channel = connection, channel
+        log.info("amqp_connected")
+
+    async def declare_dramatiq_queue(self, queue_name: str) -> None:
+        """Declare ``Q``, ``Q.DQ`` and ``Q.XQ`` durable, with Dramatiq's arguments."""
+        channel = self._require_channel()
+        try:
+            async with asyncio.timeout(self._publish_timeout_s):
+                arguments = dramatiq_queue_arguments(queue_name)
+                await channel.queue_declare(queue_name, durable=True, arguments=arguments)
+                await channel.queue_declare(dq_name(queue_name), durable=True, arguments=arguments)
+                # Dramatiq requires a fixed TTL here: RabbitMQ expires messages head-first only.
+                await channel.queue_declare(
+                    xq_name(queue_name), durable=True, arguments={"x-message-ttl": DEAD_MESSAGE_TTL}
+                )
+        except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
+            await self.close()
+            raise AmqpUnavailable(f"cannot declare queue {queue_name!r}: {_describe(exc)}") from exc
+
+    async def publish(
+        self, routing_key: str, body: bytes, *, message_id: str, content_type: str = "application/json"
+    ) -> None:
+        """Publish persistently to the default exchange and wait for the broker's confirm."""
+        channel = self._require_channel()
+        properties = Basic.Properties(
+            delivery_mode=PERSISTENT, message_id=message_id, content_type=content_type
+        )
+        try:
+            confirmation = await channel.basic_publish(
+                body,
+                exchange="",
+                routing_key=routing_key,
+                properties=properties,
+                mandatory=True,
+                timeout=self._publish_timeout_s,
+            )
+        except aiormq.exceptions.DeliveryError as exc:
+            # PublishError (returned: no such queue) is a DeliveryError too; the channel stays usable.
+            raise PublishRejected(f"{routing_key}: {_describe(exc)}") from exc
+        except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
+            # After a timeout we cannot tell what the broker has; start over on a fresh connection.
+            await self.close()
+            raise AmqpUnavailable(f"publishing to {routing_key!r} failed: {_describe(exc)}") from exc
+        if not isinstance(confirmation, Basic.Ack):
+            raise PublishRejected(f"{routing_key}: broker answered {type(confirmation).__name__}")
+
+    async def close(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None:
+            await self._close_quietly(connection)
+
+    def _require_channel(self) -> AbstractChannel:
+        if not self.is_connected or self._channel is None:
+            raise AmqpUnavailable("not connected to RabbitMQ")
+        return self._channel
+
+    @staticmethod
+    async def _close_quietly(connection: AbstractConnection) -> None:
+        try:
+            async with asyncio.timeout(2):
+                await connection.close()
+        except (TimeoutError, OSError, aiormq.exceptions.AMQPError, RuntimeError) as exc:
+            log.debug("amqp_close_failed", error=_describe(exc))
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__

@@ -1,0 +1,318 @@
+"""The outbox relay: publishes the events that ``common.outbox.add_event`` wrote, then marks them.
+
+Any service whose database has the outbox table runs it as a cleanup context
+(``outbox_relay_ctx``). It is safe with several instances against one database:
+
+- A batch is claimed with ``SELECT … FOR UPDATE SKIP LOCKED``, so two relays never hold the same
+  event, and the row lock is held until the broker has confirmed the message.
+- Only the oldest unpublished event of each aggregate is eligible. A later event of an order
+  therefore waits until the earlier one is published, whichever relay holds it, so consumers see
+  an order's events in order. (Producers lock the aggregate row when they write an event, so an
+  aggregate's event ids grow in commit order.)
+- Delivery is at least once: if the process dies between the broker's confirm and the commit
+  of ``published_at``, the event is published again with the same Dramatiq message id.
+
+It wakes on ``LISTEN outbox_events`` and also polls, so a lost notification (or a listener
+connection that is down) delays an event by at most one poll interval. With RabbitMQ down it
+backs off and retries; events wait in the table, and producers are not affected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import structlog
+from aiohttp import web
+from prometheus_client import Counter, Gauge
+
+from common.amqp import AmqpUnavailable, ConfirmingPublisher, PublishRejected
+from common.db import PG_POOL
+from common.events import ROUTES, dramatiq_message
+from common.metrics import SERVICE_NAME
+from common.outbox import OUTBOX_CHANNEL
+from common.settings import RabbitSettings
+from common.types import CleanupCtx
+
+log = structlog.get_logger(__name__)
+
+OUTBOX_BACKLOG = Gauge("outbox_backlog_events", "Outbox events not yet published", ["service"])
+OUTBOX_OLDEST_AGE = Gauge(
+    "outbox_oldest_event_age_seconds", "Age of the oldest unpublished outbox event", ["service"]
+)
+OUTBOX_PUBLISHED = Counter(
+    "outbox_events_published_total", "Outbox events published and confirmed", ["service", "event_type"]
+)
+OUTBOX_PUBLISH_FAILURES = Counter(
+    "outbox_publish_failures_total", "Outbox events whose publication failed (retried later)", ["service"]
+)
+OUTBOX_BROKER_CONNECTED = Gauge(
+    "outbox_relay_broker_connected", "1 when the relay holds a RabbitMQ connection", ["service"]
+)
+
+CLAIM_BATCH_SQL = """
+    SELECT e.id, e.event_type, e.payload::text AS payload
+    FROM outbox_events e
+    WHERE e.published_at IS NULL
+      AND NOT EXISTS (
+          SELECT 1 FROM outbox_events earlier
+          WHERE earlier.aggregate_id = e.aggregate_id
+            AND earlier.published_at IS NULL
+            AND earlier.id < e.id
+      )
+    ORDER BY e.id
+    LIMIT $1
+    FOR UPDATE OF e SKIP LOCKED
+"""
+MARK_PUBLISHED_SQL = """
+    UPDATE outbox_events SET published_at = now(), attempts = attempts + 1, last_error = NULL
+    WHERE id = ANY($1::bigint[])
+"""
+RECORD_FAILURE_SQL = "UPDATE outbox_events SET attempts = attempts + 1, last_error = $2 WHERE id = $1"
+BACKLOG_SQL = """
+    SELECT count(*) AS backlog,
+           COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS oldest_age_s
+    FROM outbox_events WHERE published_at IS NULL
+"""
+
+QUEUE_NAMES = sorted({route.queue_name for routes in ROUTES.values() for route in routes})
+
+
+def encode_message(message: dict[str, Any]) -> bytes:
+    # Byte-for-byte what Dramatiq's default JSONEncoder produces, so Message.decode reads it.
+    return json.dumps(message, separators=(",", ":")).encode("utf-8")
+
+
+class Backoff:
+    """Exponential backoff with jitter, so several relays do not reconnect in lockstep."""
+
+    def __init__(self, initial_s: float = 0.5, max_s: float = 30.0) -> None:
+        self._initial_s = initial_s
+        self._max_s = max_s
+        self._failures = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self._max_s, self._initial_s * 2**self._failures)
+        self._failures = min(self._failures + 1, 30)
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
+
+    def reset(self) -> None:
+        self._failures = 0
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        publisher: ConfirmingPublisher,
+        *,
+        service: str,
+        listen_dsn: str | None = None,
+        batch_size: int = 100,
+        poll_interval_s: float = 2.0,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        self._pool = pool
+        self._publisher = publisher
+        self._service = service
+        self._listen_dsn = listen_dsn
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._backoff = Backoff(max_s=max_backoff_s)
+        self._wakeup = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+        self._queues_declared = False
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def publish_pending(self) -> int:
+        """Publish every eligible event now; the number published. Raises AmqpUnavailable."""
+        await self._ensure_broker()
+        total = 0
+        while True:
+            claimed, published, broker_error = await self._publish_batch()
+            total += published
+            if broker_error is not None:
+                raise broker_error
+            if claimed == 0 or published == 0:
+                return total
+
+    async def _ensure_broker(self) -> None:
+        if not self._publisher.is_connected:
+            self._queues_declared = False
+            OUTBOX_BROKER_CONNECTED.labels(self._service).set(0)
+            await self._publisher.connect()
+            OUTBOX_BROKER_CONNECTED.labels(self._service).set(1)
+        if not self._queues_declared:
+            for queue_name in QUEUE_NAMES:
+                await self._publisher.declare_dramatiq_queue(queue_name)
+            self._queues_declared = True
+
+    async def _publish_event(self, payload: str) -> str:
+        event = json.loads(payload)
+        for route in ROUTES.get(event["event_type"], ()):
+            message = dramatiq_message(event, route)
+            await self._publisher.publish(
+                route.queue_name, encode_message(message), message_id=message["message_id"]
+            )
+        return str(event["event_type"])
+
+    async def _publish_batch(self) -> tuple[int, int, AmqpUnavailable | None]:
+        """Claim, publish and mark one batch. Returns (claimed, published, broker error if any)."""
+        broker_error: AmqpUnavailable | None = None
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(CLAIM_BATCH_SQL, self._batch_size)
+            if not rows:
+                return 0, 0, None
+            # One event per aggregate in a batch, so publishing them concurrently keeps the order.
+            results = await asyncio.gather(
+                *(self._publish_event(row["payload"]) for row in rows), return_exceptions=True
+            )
+            published_ids: list[int] = []
+            failures: list[tuple[int, str]] = []
+            for row, result in zip(rows, results, strict=True):
+                if isinstance(result, str):
+                    published_ids.append(row["id"])
+                    OUTBOX_PUBLISHED.labels(self._service, result).inc()
+                    continue
+                if isinstance(result, BaseException) and not isinstance(result, Exception):
+                    raise result  # cancellation: roll back, nothing is marked
+                if isinstance(result, AmqpUnavailable):
+                    broker_error = result
+                elif isinstance(result, PublishRejected):
+                    self._queues_declared = False  # a queue may have been deleted: declare again
+                else:
+                    log.error("outbox_event_unpublishable", outbox_id=row["id"], error=repr(result))
+                failures.append((row["id"], str(result)[:1000]))
+            if published_ids:
+                await conn.execute(MARK_PUBLISHED_SQL, published_ids)
+            if failures:
+                await conn.executemany(RECORD_FAILURE_SQL, failures)
+                OUTBOX_PUBLISH_FAILURES.labels(self._service).inc(len(failures))
+                log.warning("outbox_publish_failed", failed=len(failures), first_error=failures[0][1])
+        return len(rows), len(published_ids), broker_error
+
+    async def refresh_metrics(self) -> None:
+        try:
+            row = await self._pool.fetchrow(BACKLOG_SQL)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+            return  # the next loop tries again; a stale gauge beats a dead relay
+        if row is not None:
+            OUTBOX_BACKLOG.labels(self._service).set(row["backlog"])
+            OUTBOX_OLDEST_AGE.labels(self._service).set(row["oldest_age_s"])
+
+    def _on_notify(self, *_: object) -> None:
+        self._wakeup.set()
+
+    async def _ensure_listener(self) -> None:
+        if self._listen_dsn is None or (self._listener is not None and not self._listener.is_closed()):
+            return
+        try:
+            listener = await asyncpg.connect(self._listen_dsn, timeout=5)
+            await listener.add_listener(OUTBOX_CHANNEL, self._on_notify)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            log.warning("outbox_listen_failed", error=str(exc), fallback="polling")
+            return
+        self._listener = listener
+        # Events committed while we were not listening: look at once.
+        self._wakeup.set()
+
+    async def _wait_for_work(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout=timeout_s)
+
+    async def run(self) -> None:
+        log.info("outbox_relay_started", batch_size=self._batch_size, poll_interval_s=self._poll_interval_s)
+        while True:
+            await self._ensure_listener()
+            # Cleared before the pass: a NOTIFY that arrives during it triggers another pass.
+            self._wakeup.clear()
+            try:
+                published = await self.publish_pending()
+            except AmqpUnavailable as exc:
+                OUTBOX_BROKER_CONNECTED.labels(self._service).set(0)
+                await self._after_failure("outbox_relay_broker_unavailable", exc)
+                continue
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                await self._after_failure("outbox_relay_database_unavailable", exc)
+                continue
+            except Exception as exc:  # a relay that dies silently loses every later event
+                log.exception("outbox_relay_unexpected_error")
+                await self._after_failure("outbox_relay_unexpected_error", exc)
+                continue
+            self._backoff.reset()
+            if published:
+                log.info("outbox_events_published", count=published)
+            await self.refresh_metrics()
+            await self._wait_for_work(self._poll_interval_s)
+
+    async def _after_failure(self, event: str, exc: Exception) -> None:
+        delay = self._backoff.next_delay()
+        log.warning(event, error=str(exc)[:300], retry_in_s=round(delay, 2))
+        await self.refresh_metrics()
+        # Not woken by NOTIFY: new events cannot go out before the broker is back either.
+        await asyncio.sleep(delay)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name=f"outbox-relay-{self._service}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        listener, self._listener = self._listener, None
+        if listener is not None and not listener.is_closed():
+            with contextlib.suppress(asyncpg.InterfaceError, OSError, TimeoutError):
+                await listener.close(timeout=2)
+        await self._publisher.close()
+        OUTBOX_BROKER_CONNECTED.labels(self._service).set(0)
+
+
+OUTBOX_RELAY: web.AppKey[OutboxRelay] = web.AppKey("outbox_relay", OutboxRelay)
+
+
+def outbox_relay_ctx(
+    rabbit: RabbitSettings,
+    *,
+    listen_dsn: str,
+    enabled: bool = True,
+    batch_size: int = 100,
+    poll_interval_s: float = 2.0,
+    max_backoff_s: float = 30.0,
+) -> CleanupCtx:
+    """Run the relay for the app's ``PG_POOL`` database; add it after ``pg_pool_ctx``.
+
+    ``listen_dsn`` is the same database's DSN: LISTEN needs a connection of its own, outside the
+    pool. With ``enabled=False`` (e.g. a second process that should only serve HTTP) it does nothing.
+    """
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if not enabled:
+            log.info("outbox_relay_disabled")
+            yield
+            return
+        relay = OutboxRelay(
+            app[PG_POOL],
+            ConfirmingPublisher(rabbit.amqp_url),
+            service=app[SERVICE_NAME],
+            listen_dsn=listen_dsn,
+            batch_size=batch_size,
+            poll_interval_s=poll_interval_s,
+            max_backoff_s=max_backoff_s,
+        )
+        app[OUTBOX_RELAY] = relay
+        relay.start()
+        yield
+        await relay.stop()
+
+    return ctx
