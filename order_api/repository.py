@@ -1,0 +1,198 @@
+"""Every SQL statement of order_api. Functions take a connection or pool first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from common.db import Connection, Executor
+
+ORDER_COLUMNS = """
+    id::text AS id, user_id::text AS user_id, status, currency, total, contact::text AS contact,
+    created_at, updated_at
+"""
+
+INSERT_ORDER_SQL = f"""
+    INSERT INTO orders (user_id, currency, total, contact)
+    VALUES ($1, $2, $3, $4::jsonb)
+    RETURNING {ORDER_COLUMNS}
+"""
+
+INSERT_ITEM_SQL = """
+    INSERT INTO order_items (order_id, position, sku, name, quantity, unit_price, line_total)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+"""
+
+GET_ORDER_SQL = f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"
+
+# Every status change goes through this lock, so concurrent changes of one order serialise
+# and the outbox receives its events in the order they happened.
+LOCK_ORDER_SQL = f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE"
+
+UPDATE_STATUS_SQL = f"""
+    UPDATE orders SET status = $2, updated_at = now() WHERE id = $1
+    RETURNING {ORDER_COLUMNS}
+"""
+
+GET_ITEMS_SQL = """
+    SELECT order_id::text AS order_id, sku, name, quantity, unit_price, line_total
+    FROM order_items WHERE order_id = ANY($1::uuid[])
+    ORDER BY order_id, position
+"""
+
+INSERT_HISTORY_SQL = """
+    INSERT INTO order_status_history (order_id, from_status, to_status, changed_by, reason)
+    VALUES ($1, $2, $3, $4, $5)
+"""
+
+GET_HISTORY_SQL = """
+    SELECT from_status, to_status, changed_by, reason, changed_at
+    FROM order_status_history WHERE order_id = $1 ORDER BY id
+"""
+
+# Filters are fixed fragments with numbered parameters, chosen in list_orders.
+LIST_ORDERS_SQL = """
+    SELECT {columns} FROM orders {where}
+    ORDER BY created_at DESC, id DESC
+    LIMIT ${limit} OFFSET ${offset}
+"""
+COUNT_ORDERS_SQL = "SELECT count(*) FROM orders {where}"
+USER_FILTER_SQL = "user_id = ${n}"
+STATUS_FILTER_SQL = "status = ${n}"
+
+GET_IDEMPOTENCY_KEY_SQL = """
+    SELECT request_hash, order_id::text AS order_id, response_code, response_body
+    FROM idempotency_keys
+    WHERE user_id = $1 AND idem_key = $2 AND created_at >= now() - make_interval(secs => $3)
+"""
+
+# An expired key (not yet purged) is taken over; a live one is left alone and nothing returns.
+SAVE_IDEMPOTENCY_KEY_SQL = """
+    INSERT INTO idempotency_keys (user_id, idem_key, request_hash, order_id, response_code, response_body)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    ON CONFLICT (user_id, idem_key) DO UPDATE
+        SET request_hash = EXCLUDED.request_hash, order_id = EXCLUDED.order_id,
+            response_code = EXCLUDED.response_code, response_body = EXCLUDED.response_body,
+            created_at = now()
+        WHERE idempotency_keys.created_at < now() - make_interval(secs => $7)
+    RETURNING idem_key
+"""
+
+PURGE_IDEMPOTENCY_KEYS_SQL = """
+    DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)
+"""
+
+
+async def insert_order(
+    conn: Connection, *, user_id: str, currency: str, total: Decimal, contact_json: str
+) -> asyncpg.Record:
+    row: asyncpg.Record | None = await conn.fetchrow(INSERT_ORDER_SQL, user_id, currency, total, contact_json)
+    assert row is not None  # INSERT … RETURNING always returns the row
+    return row
+
+
+async def insert_items(
+    conn: Connection, order_id: str, items: Sequence[tuple[str, str, int, Decimal, Decimal]]
+) -> None:
+    await conn.executemany(
+        INSERT_ITEM_SQL,
+        [(order_id, position, *item) for position, item in enumerate(items)],
+    )
+
+
+async def get_order(db: Executor, order_id: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await db.fetchrow(GET_ORDER_SQL, order_id)
+    return row
+
+
+async def lock_order(conn: Connection, order_id: str) -> asyncpg.Record | None:
+    if not conn.is_in_transaction():
+        raise RuntimeError("a row lock outside a transaction is released at once")
+    row: asyncpg.Record | None = await conn.fetchrow(LOCK_ORDER_SQL, order_id)
+    return row
+
+
+async def update_status(conn: Connection, order_id: str, status: str) -> asyncpg.Record:
+    row: asyncpg.Record | None = await conn.fetchrow(UPDATE_STATUS_SQL, order_id, status)
+    assert row is not None  # the caller holds the row lock: it exists
+    return row
+
+
+async def get_items(db: Executor, order_ids: Sequence[str]) -> list[asyncpg.Record]:
+    if not order_ids:
+        return []
+    return list(await db.fetch(GET_ITEMS_SQL, list(order_ids)))
+
+
+async def insert_history(
+    conn: Connection,
+    order_id: str,
+    *,
+    from_status: str | None,
+    to_status: str,
+    changed_by: str,
+    reason: str | None,
+) -> None:
+    await conn.execute(INSERT_HISTORY_SQL, order_id, from_status, to_status, changed_by, reason)
+
+
+async def get_history(db: Executor, order_id: str) -> list[asyncpg.Record]:
+    return list(await db.fetch(GET_HISTORY_SQL, order_id))
+
+
+async def list_orders(
+    db: Executor, *, user_id: str | None, status: str | None, limit: int, offset: int
+) -> tuple[list[asyncpg.Record], int]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if user_id is not None:
+        args.append(user_id)
+        clauses.append(USER_FILTER_SQL.format(n=len(args)))
+    if status is not None:
+        args.append(status)
+        clauses.append(STATUS_FILTER_SQL.format(n=len(args)))
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    list_sql = LIST_ORDERS_SQL.format(
+        columns=ORDER_COLUMNS, where=where, limit=len(args) + 1, offset=len(args) + 2
+    )
+    rows = await db.fetch(list_sql, *args, limit, offset)
+    total: int = await db.fetchval(COUNT_ORDERS_SQL.format(where=where), *args)
+    return list(rows), total
+
+
+async def get_idempotency_key(db: Executor, user_id: str, key: str, *, ttl_s: float) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await db.fetchrow(GET_IDEMPOTENCY_KEY_SQL, user_id, key, float(ttl_s))
+    return row
+
+
+async def save_idempotency_key(
+    conn: Connection,
+    user_id: str,
+    key: str,
+    *,
+    request_hash: str,
+    order_id: str,
+    response_code: int,
+    response_body: str,
+    ttl_s: float,
+) -> bool:
+    """Store the response under the key; False if a live entry for the key already exists."""
+    saved = await conn.fetchval(
+        SAVE_IDEMPOTENCY_KEY_SQL,
+        user_id,
+        key,
+        request_hash,
+        order_id,
+        response_code,
+        response_body,
+        float(ttl_s),
+    )
+    return saved is not None
+
+
+async def purge_idempotency_keys(db: Executor, *, ttl_s: float) -> int:
+    result: str = await db.execute(PURGE_IDEMPOTENCY_KEYS_SQL, float(ttl_s))
+    return int(result.split()[-1])

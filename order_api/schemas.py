@@ -1,0 +1,179 @@
+"""Request and response bodies of order_api, and the order shape its events carry.
+
+Money is ``Decimal`` end to end: accepted as a JSON string (``"19.99"``) or an exact JSON number
+(the handler parses numbers as ``Decimal``, never ``float``), at most two decimal places, and
+always written back as a string with two decimals. Totals are computed here and in the database;
+a client cannot send one (``total`` or ``line_total`` in a body is an unknown field → 422).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+)
+
+from common.pagination import PageQuery
+
+MAX_ITEMS = 50
+MAX_QUANTITY = 1000
+MIN_UNIT_PRICE = Decimal("0.01")
+MAX_UNIT_PRICE = Decimal("100000.00")
+CENT = Decimal("0.01")
+
+
+class OrderStatus(StrEnum):
+    PENDING = "PENDING"
+    CONFIRMED = "CONFIRMED"
+    SHIPPED = "SHIPPED"
+    DELIVERED = "DELIVERED"
+    CANCELLED = "CANCELLED"
+    REJECTED = "REJECTED"
+
+
+def _exact_amount(value: object) -> object:
+    # bool is an int subclass and float is binary: neither is an amount of money.
+    if isinstance(value, (bool, float)):
+        raise ValueError('must be a decimal string such as "19.99" or an exact JSON number')
+    return value
+
+
+def _to_cents(value: Decimal) -> Decimal:
+    # "19.9" and "19.90" are the same price; one canonical form keeps request hashes stable.
+    return value.quantize(CENT)
+
+
+def _no_control_chars(value: str) -> str:
+    # Names end up in emails and templates; control characters have no business there.
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+UnitPrice = Annotated[
+    Decimal,
+    BeforeValidator(_exact_amount),
+    Field(ge=MIN_UNIT_PRICE, le=MAX_UNIT_PRICE, max_digits=8, decimal_places=2),
+    AfterValidator(_to_cents),
+]
+Money = Annotated[Decimal, PlainSerializer(lambda amount: f"{amount:.2f}", return_type=str)]
+Sku = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"
+    ),
+]
+ItemName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_no_control_chars),
+]
+Reason = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+    AfterValidator(_no_control_chars),
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_max_length=4096)
+
+
+class ItemIn(Strict):
+    sku: Sku
+    name: ItemName
+    # StrictInt: 2.0, "2" and true are not quantities.
+    quantity: Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY)]
+    unit_price: UnitPrice
+
+
+class OrderIn(Strict):
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = Field(
+        description="ISO 4217 code, upper case"
+    )
+    items: Annotated[list[ItemIn], Field(min_length=1, max_length=MAX_ITEMS)]
+
+    @field_validator("items")
+    @classmethod
+    def _one_line_per_sku(cls, items: list[ItemIn]) -> list[ItemIn]:
+        skus = [item.sku for item in items]
+        if len(set(skus)) != len(skus):
+            raise ValueError("each sku may appear once; raise its quantity instead")
+        return items
+
+
+# Only these are set through the API; REJECTED is decided by processing, PENDING is the start.
+Settable = Literal["CONFIRMED", "SHIPPED", "DELIVERED", "CANCELLED"]
+
+
+class StatusChangeIn(Strict):
+    status: Settable
+    reason: Reason | None = None
+
+
+class OrderListQuery(PageQuery):
+    status: OrderStatus | None = None
+
+
+class ItemOut(BaseModel):
+    sku: str
+    name: str
+    quantity: int
+    unit_price: Money
+    line_total: Money
+
+
+class OrderOut(BaseModel):
+    """The order as the API returns it and as events carry it (docs/contracts.md ``Order``)."""
+
+    id: str
+    user_id: str
+    status: OrderStatus
+    currency: str
+    items: list[ItemOut]
+    total: Money
+    created_at: datetime
+    updated_at: datetime
+
+
+class HistoryEntryOut(BaseModel):
+    from_status: OrderStatus | None
+    to_status: OrderStatus
+    changed_by: str
+    reason: str | None
+    changed_at: datetime
+
+
+class OrderDetailOut(OrderOut):
+    history: list[HistoryEntryOut]
+
+
+class Preferences(BaseModel):
+    email: bool
+    sms: bool
+    push: bool
+
+
+class Contact(BaseModel):
+    """What notifications need of a user (docs/contracts.md ``Contact``), read from user_api."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    email: str
+    name: str
+    phone: str | None = None
+    notification_preferences: Preferences
+    push_token: str | None = None

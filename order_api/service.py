@@ -1,0 +1,305 @@
+"""The rules of order_api: placing orders, who may see and change them, the status lifecycle.
+
+No aiohttp here; handlers translate HTTP into these calls and domain errors back into HTTP.
+Every change and its outbox event are written in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import structlog
+
+from common.db import Connection
+from common.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from common.events import ORDER_CANCELLED, ORDER_CREATED, ORDER_STATUS_CHANGED
+from common.jwt import Caller
+from common.outbox import add_event
+from order_api import repository
+from order_api.schemas import (
+    CENT,
+    HistoryEntryOut,
+    ItemOut,
+    OrderDetailOut,
+    OrderIn,
+    OrderListQuery,
+    OrderOut,
+    OrderStatus,
+    StatusChangeIn,
+)
+from order_api.settings import Settings
+from order_api.users_client import UsersClient
+
+log = structlog.get_logger(__name__)
+PRODUCER = "order_api"
+S = OrderStatus
+
+# The lifecycle. Who may ask for which target is decided separately (OWNER_TARGETS, processing).
+TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    S.PENDING: frozenset({S.CONFIRMED, S.CANCELLED, S.REJECTED}),
+    S.CONFIRMED: frozenset({S.SHIPPED, S.CANCELLED}),
+    S.SHIPPED: frozenset({S.DELIVERED}),
+    S.DELIVERED: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.REJECTED: frozenset(),
+}
+# An owner may only cancel (and only before shipping, which TRANSITIONS enforces); CONFIRMED,
+# SHIPPED and DELIVERED are admin transitions; REJECTED is set by processing alone.
+OWNER_TARGETS = frozenset({S.CANCELLED})
+IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+@dataclass(frozen=True)
+class Deps:
+    pool: asyncpg.Pool
+    users: UsersClient
+    settings: Settings
+
+
+@dataclass(frozen=True)
+class Placed:
+    """The response to a create, kept verbatim so an idempotent replay returns the same bytes."""
+
+    status: int
+    body: str
+    order_id: str
+    replayed: bool
+
+
+class _KeyTakenMeanwhile(Exception):
+    """A concurrent request with the same Idempotency-Key committed first."""
+
+
+def order_out(row: asyncpg.Record, items: list[asyncpg.Record]) -> OrderOut:
+    return OrderOut(
+        id=row["id"],
+        user_id=row["user_id"],
+        status=OrderStatus(row["status"]),
+        currency=row["currency"],
+        items=[
+            ItemOut(
+                sku=i["sku"],
+                name=i["name"],
+                quantity=i["quantity"],
+                unit_price=i["unit_price"],
+                line_total=i["line_total"],
+            )
+            for i in items
+        ],
+        total=row["total"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def caller_uuid(caller: Caller) -> str:
+    try:
+        return str(uuid.UUID(caller.user_id))
+    except ValueError:
+        raise Unauthenticated("the access token does not name a user") from None
+
+
+def _order_uuid(order_id: str) -> str:
+    try:
+        return str(uuid.UUID(order_id))
+    except ValueError:
+        raise NotFound("no such order") from None
+
+
+def _visible_to(caller: Caller, row: asyncpg.Record) -> bool:
+    return caller.is_admin or row["user_id"] == caller_uuid(caller)
+
+
+def request_hash(body: OrderIn) -> str:
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_idempotency_key(key: str) -> str:
+    if not IDEMPOTENCY_KEY_RE.match(key):
+        raise InvalidInput(
+            "the Idempotency-Key header is not valid",
+            errors=[{"field": "Idempotency-Key", "message": "1 to 255 visible ASCII characters"}],
+        )
+    return key
+
+
+def _replay(stored: asyncpg.Record, body_hash: str) -> Placed:
+    if stored["request_hash"] != body_hash:
+        raise InvalidInput(
+            "this Idempotency-Key was already used with a different request",
+            errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}],
+        )
+    return Placed(stored["response_code"], stored["response_body"], stored["order_id"], replayed=True)
+
+
+async def place_order(deps: Deps, caller: Caller, body: OrderIn, *, idempotency_key: str | None) -> Placed:
+    user_id = caller_uuid(caller)
+    ttl_s = deps.settings.idempotency_key_ttl_s
+    body_hash = request_hash(body)
+    if idempotency_key is not None:
+        key = check_idempotency_key(idempotency_key)
+        stored = await repository.get_idempotency_key(deps.pool, user_id, key, ttl_s=ttl_s)
+        if stored is not None:
+            # Answered from the record alone: a replay works even while user_api is down.
+            return _replay(stored, body_hash)
+
+    # Outside the transaction: no database connection is held while we wait on HTTP.
+    contact = await deps.users.fetch_contact(user_id, caller.token)
+    if contact is None:
+        raise InvalidInput(
+            "this account cannot place orders: the user service does not know it",
+            errors=[{"field": "user", "message": "unknown or deleted user"}],
+        )
+
+    lines = [
+        (
+            item.sku,
+            item.name,
+            item.quantity,
+            item.unit_price,
+            (item.unit_price * item.quantity).quantize(CENT),
+        )
+        for item in body.items
+    ]
+    total = sum((line[4] for line in lines), Decimal("0.00"))
+    contact_data = contact.model_dump(mode="json")
+    try:
+        async with deps.pool.acquire() as conn, conn.transaction():
+            row = await repository.insert_order(
+                conn,
+                user_id=user_id,
+                currency=body.currency,
+                total=total,
+                contact_json=json.dumps(contact_data),
+            )
+            await repository.insert_items(conn, row["id"], lines)
+            await repository.insert_history(
+                conn,
+                row["id"],
+                from_status=None,
+                to_status=S.PENDING,
+                changed_by=user_id,
+                reason="order placed",
+            )
+            order = order_out(row, await repository.get_items(conn, [row["id"]]))
+            await add_event(
+                conn,
+                ORDER_CREATED,
+                order.id,
+                {"order": order.model_dump(mode="json"), "user": contact_data},
+                producer=PRODUCER,
+            )
+            response_body = order.model_dump_json()
+            if idempotency_key is not None and not await repository.save_idempotency_key(
+                conn,
+                user_id,
+                idempotency_key,
+                request_hash=body_hash,
+                order_id=order.id,
+                response_code=201,
+                response_body=response_body,
+                ttl_s=ttl_s,
+            ):
+                raise _KeyTakenMeanwhile()  # rolls back this order and its event
+    except _KeyTakenMeanwhile:
+        assert idempotency_key is not None
+        stored = await repository.get_idempotency_key(deps.pool, user_id, idempotency_key, ttl_s=ttl_s)
+        if stored is None:  # the winner's entry expired in between: vanishingly rare
+            raise Conflict("a request with this Idempotency-Key was just processed; retry") from None
+        return _replay(stored, body_hash)
+    log.info("order_placed", **{"order.id": order.id, "order.total": str(total), "user.id": user_id})
+    return Placed(201, response_body, order.id, replayed=False)
+
+
+async def apply_transition(
+    conn: Connection,
+    row: asyncpg.Record,
+    target: OrderStatus,
+    *,
+    changed_by: str,
+    reason: str | None,
+    trace_id: str | None = None,
+) -> OrderOut:
+    """Move a locked order to ``target``, record history, emit the event; 409 if not allowed."""
+    current = OrderStatus(row["status"])
+    if target not in TRANSITIONS[current]:
+        raise Conflict(f"an order in status {current} cannot become {target}")
+    updated = await repository.update_status(conn, row["id"], target)
+    await repository.insert_history(
+        conn, row["id"], from_status=current, to_status=target, changed_by=changed_by, reason=reason
+    )
+    order = order_out(updated, await repository.get_items(conn, [row["id"]]))
+    data: dict[str, Any] = {
+        "order": order.model_dump(mode="json"),
+        "user": json.loads(row["contact"]),
+        "from_status": current.value,
+        "to_status": target.value,
+        "reason": reason,
+        "changed_by": changed_by,
+    }
+    event_type = ORDER_CANCELLED if target is S.CANCELLED else ORDER_STATUS_CHANGED
+    await add_event(conn, event_type, order.id, data, producer=PRODUCER, trace_id=trace_id)
+    log.info("order_status_changed", **{"order.id": order.id}, from_status=current, to_status=target)
+    return order
+
+
+async def change_status(deps: Deps, caller: Caller, order_id: str, body: StatusChangeIn) -> OrderOut:
+    target = OrderStatus(body.status)
+    order_uuid = _order_uuid(order_id)
+    async with deps.pool.acquire() as conn, conn.transaction():
+        row = await repository.lock_order(conn, order_uuid)
+        # Someone else's order is indistinguishable from a missing one.
+        if row is None or not _visible_to(caller, row):
+            raise NotFound("no such order")
+        if not caller.is_admin and target not in OWNER_TARGETS:
+            raise Forbidden(f"only an admin may set an order to {target}")
+        return await apply_transition(conn, row, target, changed_by=caller_uuid(caller), reason=body.reason)
+
+
+async def cancel_order(deps: Deps, caller: Caller, order_id: str) -> OrderOut:
+    return await change_status(deps, caller, order_id, StatusChangeIn(status="CANCELLED", reason=None))
+
+
+async def get_order(deps: Deps, caller: Caller, order_id: str) -> OrderDetailOut:
+    order_uuid = _order_uuid(order_id)
+    row = await repository.get_order(deps.pool, order_uuid)
+    if row is None or not _visible_to(caller, row):
+        raise NotFound("no such order")
+    order = order_out(row, await repository.get_items(deps.pool, [order_uuid]))
+    history = [
+        HistoryEntryOut(
+            from_status=OrderStatus(h["from_status"]) if h["from_status"] else None,
+            to_status=OrderStatus(h["to_status"]),
+            changed_by=h["changed_by"],
+            reason=h["reason"],
+            changed_at=h["changed_at"],
+        )
+        for h in await repository.get_history(deps.pool, order_uuid)
+    ]
+    return OrderDetailOut(**dict(order), history=history)
+
+
+async def list_orders(deps: Deps, caller: Caller, query: OrderListQuery) -> tuple[list[OrderOut], int]:
+    rows, total = await repository.list_orders(
+        deps.pool,
+        user_id=None if caller.is_admin else caller_uuid(caller),
+        status=query.status.value if query.status else None,
+        limit=query.limit,
+        offset=query.offset,
+    )
+    items_by_order: dict[str, list[asyncpg.Record]] = {row["id"]: [] for row in rows}
+    for item in await repository.get_items(deps.pool, list(items_by_order)):
+        items_by_order[item["order_id"]].append(item)
+    return [order_out(row, items_by_order[row["id"]]) for row in rows], total
+
+
+async def purge_expired_idempotency_keys(deps: Deps) -> int:
+    return await repository.purge_idempotency_keys(deps.pool, ttl_s=deps.settings.idempotency_key_ttl_s)

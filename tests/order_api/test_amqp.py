@@ -1,0 +1,88 @@
+"""common.amqp: confirmed, persistent, mandatory publishing, and queues Dramatiq agrees with."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import dramatiq
+import pytest
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+from common.amqp import AmqpUnavailable, ConfirmingPublisher, PublishRejected
+from common.events import Route, dramatiq_message, new_event
+from common.outbox_relay import encode_message
+
+
+@pytest.fixture
+async def publisher(rabbitmq_vhost: str) -> AsyncIterator[ConfirmingPublisher]:
+    confirming = ConfirmingPublisher(f"amqp://guest:guest@127.0.0.1:5672/{rabbitmq_vhost}")
+    await confirming.connect()
+    yield confirming
+    await confirming.close()
+
+
+def _consume_with_dramatiq(url: str, queue: str) -> tuple[dramatiq.Message[Any] | None, int]:
+    """What a Dramatiq worker does: declare the queue itself, then consume one message."""
+    broker = RabbitmqBroker(url=url)
+    try:
+        broker.declare_queue(queue, ensure=True)
+        consumer = broker.consume(queue, prefetch=1, timeout=3000)
+        try:
+            proxy = next(consumer)
+            if proxy is None:
+                return None, 0
+            consumer.ack(proxy)
+            return proxy._message, proxy.options.get("redelivered", 0)
+        finally:
+            consumer.close()
+    finally:
+        broker.close()
+
+
+async def test_dramatiq_declares_and_consumes_the_queues_we_declared(
+    publisher: ConfirmingPublisher, rabbitmq_vhost: str
+) -> None:
+    queue = f"compat_{uuid.uuid4().hex[:8]}"
+    await publisher.declare_dramatiq_queue(queue)
+    event = new_event("order.created", {"order": {"id": "x"}}, producer="test", trace_id=None)
+    message = dramatiq_message(event, Route(queue, "orders.process"))
+    await publisher.publish(queue, encode_message(message), message_id=message["message_id"])
+    url = f"amqp://guest:guest@127.0.0.1:5672/{rabbitmq_vhost}"
+    # Dramatiq re-declares with its own arguments: any difference would be PRECONDITION_FAILED.
+    received, _ = await asyncio.to_thread(_consume_with_dramatiq, url, queue)
+    assert received is not None
+    assert received.message_id == message["message_id"]
+    assert received.actor_name == "orders.process"
+    assert list(received.args) == [event]
+
+
+async def test_a_message_no_queue_takes_is_rejected_and_the_channel_survives(
+    publisher: ConfirmingPublisher,
+) -> None:
+    with pytest.raises(PublishRejected, match="NO_ROUTE"):
+        await publisher.publish(f"missing_{uuid.uuid4().hex}", b"{}", message_id=uuid.uuid4().hex)
+    assert publisher.is_connected
+    queue = f"after_{uuid.uuid4().hex[:8]}"
+    await publisher.declare_dramatiq_queue(queue)
+    await publisher.publish(queue, b"{}", message_id=uuid.uuid4().hex)
+
+
+async def test_an_unreachable_broker_fails_fast_as_unavailable() -> None:
+    closed = ConfirmingPublisher("amqp://guest:guest@127.0.0.1:1/", connect_timeout_s=2)
+    started = time.perf_counter()
+    with pytest.raises(AmqpUnavailable):
+        await closed.connect()
+    assert time.perf_counter() - started < 1
+    assert not closed.is_connected
+    with pytest.raises(AmqpUnavailable, match="not connected"):
+        await closed.publish("orders", b"{}", message_id="m")
+
+
+async def test_wrong_credentials_are_unavailable_not_a_crash(rabbitmq_vhost: str) -> None:
+    wrong = ConfirmingPublisher(f"amqp://guest:wrong@127.0.0.1:5672/{rabbitmq_vhost}", connect_timeout_s=3)
+    with pytest.raises(AmqpUnavailable):
+        await wrong.connect()
