@@ -1,0 +1,56 @@
+"""``python -m workers [dramatiq options]``: run ``dramatiq workers`` ready for metrics.
+
+Dramatiq's Prometheus middleware shares metrics between its processes through files in
+``PROMETHEUS_MULTIPROC_DIR``, and prometheus_client decides at import whether to use them. So
+the variable must be set, and the directory emptied of a previous run's files (they would be
+summed into this run's counters), before dramatiq starts — which is what this wrapper does,
+then it replaces itself with ``python -m dramatiq workers …``. Metrics are served on
+``WORKERS_METRICS_PORT`` (default 9191) at ``HTTP_HOST``.
+
+Options are passed on, e.g. ``python -m workers --processes 2 --threads 8``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from common.settings import SettingsError, load_settings
+from workers.settings import WorkerSettings
+
+DEFAULT_MULTIPROC_DIR = "var/prometheus/workers"
+
+
+def prepare_multiproc_dir(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+
+
+def dramatiq_environment(settings: WorkerSettings, directory: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(directory),
+        # Dramatiq's own names for the same directory and for its exposition server.
+        "dramatiq_prom_db": str(directory),
+        "dramatiq_prom_host": settings.http_host,
+        "dramatiq_prom_port": str(settings.workers_metrics_port),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        settings = load_settings(WorkerSettings)
+    except SettingsError as exc:
+        print(f"workers: {exc}", file=sys.stderr)
+        return 2
+    directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or DEFAULT_MULTIPROC_DIR).resolve()
+    prepare_multiproc_dir(directory)
+    command = [sys.executable, "-m", "dramatiq", "workers", *args]
+    os.execve(sys.executable, command, dramatiq_environment(settings, directory))  # noqa: S606 - our own interpreter
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Worker configuration, read once when the broker is built (see ``workers.broker``)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pydantic import Field
+
+from common.settings import BaseServiceSettings, DatabaseSettings, RabbitSettings
+from notifier.settings import DeliverySettings, NotificationSettings
+
+# Retries back off exponentially with jitter, never longer than this between two attempts.
+MAX_BACKOFF_CEILING_MS = 600_000
+
+
+class WorkerSettings(
+    BaseServiceSettings, DatabaseSettings, RabbitSettings, NotificationSettings, DeliverySettings
+):
+    order_db_name: str = "orders"
+    # Orders above this total are rejected by orders.process (same currency units as the order).
+    max_order_total: Decimal = Field(default=Decimal("10000"), gt=0)
+
+    # 8 retries from 5 s doubling, capped at 10 min: the last try is ~20 minutes after the first.
+    worker_max_retries: int = Field(default=8, ge=0, le=50)
+    worker_min_backoff_ms: int = Field(default=5_000, ge=10, le=MAX_BACKOFF_CEILING_MS)
+    worker_max_backoff_ms: int = Field(default=MAX_BACKOFF_CEILING_MS, ge=10, le=MAX_BACKOFF_CEILING_MS)
+    # Hard ceiling for one message; a send is bounded by its own timeouts well before this.
+    worker_time_limit_ms: int = Field(default=300_000, ge=1_000)
+    workers_metrics_enabled: bool = True
+    workers_metrics_port: int = Field(default=9191, ge=1, le=65535)
+    rabbitmq_heartbeat_s: int = Field(default=30, ge=0, le=600)
+
+    def secret_values(self) -> dict[str, str]:
+        secrets = {"DB_PASSWORD": self.db_password, "RABBITMQ_PASSWORD": self.rabbitmq_password}
+        secrets.update(self.delivery_secrets())
+        # The fake provider's development token must never reach a real provider.
+        return {name: ("" if value.startswith("dev-") else value) for name, value in secrets.items()}
