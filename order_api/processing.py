@@ -29,7 +29,6 @@ from order_api.schemas import OrderStatus
 from order_api.service import apply_transition
 
 PROCESSOR = "orders.process"
-DEFAULT_MAX_ORDER_TOTAL = Decimal("10000.00")
 log = structlog.get_logger(__name__)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from pydantic import Field
 
 from common.settings import (
@@ -27,8 +25,6 @@ class Settings(BaseServiceSettings, DatabaseSettings, RedisSettings, RabbitSetti
     user_service_breaker_fail_max: int = Field(default=5, ge=1, le=1000)
     user_service_breaker_reset_s: float = Field(default=10.0, gt=0, le=3600)
 
-    # Business rule applied by the orders.process worker (order_api.processing).
-    order_max_total: Decimal = Field(default=Decimal("10000.00"), gt=0, max_digits=14, decimal_places=2)
     idempotency_key_ttl_s: int = Field(default=24 * 3600, ge=60, le=30 * 24 * 3600)
     idempotency_purge_interval_s: float = Field(default=3600.0, gt=0)
 
