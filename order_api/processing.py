@@ -26,7 +26,7 @@ from common.errors import NotFound
 from common.events import ORDER_CREATED
 from order_api import repository
 from order_api.schemas import OrderStatus
-from order_api.service import apply_transition
+from order_api.service import apply_transition, count_transition
 
 PROCESSOR = "orders.process"
 log = structlog.get_logger(__name__)
@@ -68,4 +68,5 @@ async def process_order_created(
         await apply_transition(
             conn, row, target, changed_by=PROCESSOR, reason=reason, trace_id=event.get("trace_id")
         )
+    count_transition(current, target)
     return target.value

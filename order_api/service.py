@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import structlog
+from prometheus_client import Counter
 
 from common.db import Connection
 from common.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
@@ -54,6 +55,17 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 # SHIPPED and DELIVERED are admin transitions; REJECTED is set by processing alone.
 OWNER_TARGETS = frozenset({S.CANCELLED})
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+ORDER_TRANSITIONS = Counter(
+    "order_status_transitions_total",
+    "Committed order status changes (API and orders.process)",
+    ["service", "from_status", "to_status"],
+)
+
+
+def count_transition(from_status: OrderStatus, to_status: OrderStatus) -> None:
+    """Call once the transaction of the change has committed, so a rollback is never counted."""
+    ORDER_TRANSITIONS.labels(PRODUCER, from_status.value, to_status.value).inc()
 
 
 @dataclass(frozen=True)
@@ -261,7 +273,10 @@ async def change_status(deps: Deps, caller: Caller, order_id: str, body: StatusC
             raise NotFound("no such order")
         if not caller.is_admin and target not in OWNER_TARGETS:
             raise Forbidden(f"only an admin may set an order to {target}")
-        return await apply_transition(conn, row, target, changed_by=caller_uuid(caller), reason=body.reason)
+        current = OrderStatus(row["status"])
+        order = await apply_transition(conn, row, target, changed_by=caller_uuid(caller), reason=body.reason)
+    count_transition(current, target)
+    return order
 
 
 async def cancel_order(deps: Deps, caller: Caller, order_id: str) -> OrderOut:

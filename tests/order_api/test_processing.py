@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from common.db import PG_POOL
 from common.errors import NotFound
@@ -87,8 +88,11 @@ async def test_redelivery_changes_nothing_twice(client: CheckedClient, new_user:
     created = await _created_event(client, user, "5.00")
     order_id = created["data"]["order"]["id"]
     pool = client.app[PG_POOL]
+    labels = {"service": "order_api", "from_status": "PENDING", "to_status": "CONFIRMED"}
+    counted_before = REGISTRY.get_sample_value("order_status_transitions_total", labels) or 0.0
     assert await process_order_created(pool, created, max_order_total=LIMIT) == "CONFIRMED"
     assert await process_order_created(pool, created, max_order_total=LIMIT) == "CONFIRMED"
+    assert REGISTRY.get_sample_value("order_status_transitions_total", labels) == counted_before + 1
     assert len(await _history(client, user, order_id)) == 2
     assert len(await _events(client, order_id)) == 2
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+from prometheus_client import REGISTRY
 
 from order_api.settings import Settings
 from tests.conftest import pg_dsn
@@ -161,6 +162,24 @@ async def test_admin_walks_the_whole_lifecycle_with_history_and_events(
         ("order.status_changed", "SHIPPED"),
         ("order.status_changed", "DELIVERED"),
     ]
+
+
+def _transitions(from_status: str, to_status: str) -> float:
+    labels = {"service": "order_api", "from_status": from_status, "to_status": to_status}
+    return REGISTRY.get_sample_value("order_status_transitions_total", labels) or 0.0
+
+
+async def test_committed_transitions_are_counted_and_refused_ones_are_not(
+    client: CheckedClient, new_user: NewUser
+) -> None:
+    user, admin = new_user(), new_user("admin")
+    order = await place(client, user)
+    confirmed_before = _transitions("PENDING", "CONFIRMED")
+    shipped_before = _transitions("PENDING", "SHIPPED")
+    assert (await _set_status(client, admin, order["id"], "SHIPPED")).status == 409
+    assert (await _set_status(client, admin, order["id"], "CONFIRMED")).status == 200
+    assert _transitions("PENDING", "CONFIRMED") == confirmed_before + 1
+    assert _transitions("PENDING", "SHIPPED") == shipped_before
 
 
 async def test_illegal_transitions_are_conflicts_and_change_nothing(
