@@ -111,6 +111,16 @@ class JwtSettings(BaseSettings):
         return self.jwt_expiration // 1000
 
 
+class OutboxSettings(BaseSettings):
+    """The relay that publishes a service's outbox to RabbitMQ (common.outbox_relay)."""
+
+    outbox_relay_enabled: bool = True
+    outbox_poll_interval_s: float = Field(default=2.0, gt=0, le=300)
+    outbox_batch_size: int = Field(default=100, ge=1, le=1000)
+    # Longest wait between attempts to reach RabbitMQ while it is down.
+    outbox_max_backoff_s: float = Field(default=30.0, gt=0, le=600)
+
+
 S = TypeVar("S", bound=BaseSettings)
 
 

@@ -12,6 +12,7 @@ from common.auth import TOKEN_VERIFIER, redis_revocation_check
 from common.db import PG_POOL, pg_pool_ctx
 from common.jwt import TokenVerifier, load_private_key, load_public_key
 from common.outbox import OUTBOX_MIGRATIONS
+from common.outbox_relay import outbox_relay_ctx
 from common.redis import REDIS, redis_ctx
 from common.types import CleanupCtx
 from common.web import base_application
@@ -67,5 +68,16 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.cleanup_ctx.append(redis_ctx(settings))
     app.cleanup_ctx.append(deps_ctx)
+    # Publishes user.registered (the welcome message) from the outbox to RabbitMQ.
+    app.cleanup_ctx.append(
+        outbox_relay_ctx(
+            settings,
+            listen_dsn=settings.dsn,
+            enabled=settings.outbox_relay_enabled,
+            batch_size=settings.outbox_batch_size,
+            poll_interval_s=settings.outbox_poll_interval_s,
+            max_backoff_s=settings.outbox_max_backoff_s,
+        )
+    )
     setup_routes(app)
     return app

@@ -8,12 +8,15 @@ from common.settings import (
     BaseServiceSettings,
     DatabaseSettings,
     JwtSettings,
+    OutboxSettings,
     RabbitSettings,
     RedisSettings,
 )
 
 
-class Settings(BaseServiceSettings, DatabaseSettings, RedisSettings, RabbitSettings, JwtSettings):
+class Settings(
+    BaseServiceSettings, DatabaseSettings, RedisSettings, RabbitSettings, JwtSettings, OutboxSettings
+):
     user_api_port: int = Field(default=8081, ge=1, le=65535)
     user_db_name: str = "users"
     # bcrypt cost; 12 is ~250 ms on a current core, the floor for production.
@@ -25,7 +28,6 @@ class Settings(BaseServiceSettings, DatabaseSettings, RedisSettings, RabbitSetti
     login_max_attempts_per_ip: int = Field(default=100, ge=1)
     # Comma-separated addresses whose X-Forwarded-For / X-Real-IP we believe (the gateway).
     trusted_proxies: str = "127.0.0.1,::1"
-    outbox_relay_enabled: bool = True
 
     def secret_values(self) -> dict[str, str]:
         return {"DB_PASSWORD": self.db_password, "RABBITMQ_PASSWORD": self.rabbitmq_password}
