@@ -1,0 +1,490 @@
+"""Render the gateway's nginx configuration from ``gateway_conf/templates/``.
+
+One set of templates serves both ways of running the system; what differs is where the
+services are (host ports or compose service names) and where nginx keeps its files::
+
+    python -m gateway_conf.render --mode host --out var/gateway/conf        # scripts/gateway.sh
+    python -m gateway_conf.render --mode compose --out /etc/gateway/conf    # the gateway-config container
+
+Every value that ends up in the configuration is validated first, so a stray quote or
+semicolon in an environment variable is an error here rather than a hole in nginx's config.
+Only the standard library is needed, except for ``--self-signed-if-missing`` (cryptography).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+TEMPLATES = Path(__file__).parent / "templates"
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("user_api", "order_api", "notifier")
+PLACEHOLDER = re.compile(r"\{\{ ([a-z][a-z0-9_]*) \}\}")
+
+Mode = Literal["host", "compose"]
+Http2 = Literal["directive", "listen", "off"]
+
+# The gateway's own errors, in the services' problem+json shape.
+ERROR_PAGES: dict[int, tuple[str, str]] = {
+    400: ("Bad Request", "The request could not be read."),
+    403: ("Forbidden", "This origin is not allowed to call the API."),
+    404: ("Not Found", "No route matches this path."),
+    405: ("Method Not Allowed", "This method is not allowed here."),
+    413: ("Content Too Large", "The request body is larger than 64 KiB."),
+    414: ("URI Too Long", "The request URI is too long."),
+    429: ("Too Many Requests", "Too many requests from this address; slow down and retry."),
+    500: ("Internal Server Error", "The gateway failed to handle the request."),
+    502: ("Bad Gateway", "The service behind this route is not answering."),
+    503: ("Service Unavailable", "The service behind this route is unavailable."),
+    504: ("Gateway Timeout", "The service behind this route did not answer in time."),
+}
+
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?):(\d{1,5})$")
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::\d{1,5})?$")
+_RATE = re.compile(r"^[1-9]\d{0,5}r/[sm]$")
+_PATH = re.compile(r"^[^\s;{}'\"$\\#]+$")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}( [a-z_][a-z0-9_-]{0,31})?$")
+_WORKERS = re.compile(r"^(auto|[1-9]\d{0,2})$")
+
+
+class RenderError(ValueError):
+    """The parameters do not describe a safe, valid gateway configuration."""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    mode: Mode
+    # service -> "host:port" of each instance, load-balanced in that order
+    upstreams: Mapping[str, Sequence[str]]
+    tls_cert: str
+    tls_key: str
+    pid_file: str
+    error_log: str
+    access_log: str  # a path, with buffering parameters if wanted ("file buffer=32k flush=1s")
+    temp_dir: str
+    http_port: int = 80
+    https_port: int = 443
+    # The HTTPS port clients see (differs from https_port behind compose's port publishing).
+    public_https_port: int = 443
+    listen_address: str = ""  # "" = every address
+    status_listen: str = "127.0.0.1:8080"
+    status_allow: Sequence[str] = ("127.0.0.1",)
+    worker_user: str | None = None
+    worker_processes: str = "auto"
+    resolver: str | None = None  # set: upstream names are re-resolved ("resolve", nginx >= 1.27.3)
+    cors_origins: Sequence[str] = ()
+    trusted_proxies: Sequence[str] = ()
+    https_redirect: bool = False
+    http2: Http2 = "off"
+    api_rate: str = "100r/s"
+    api_burst: int = 200
+    login_rate: str = "30r/m"
+    login_burst: int = 10
+    max_fails: int = 3
+    fail_timeout_s: int = 10
+    keepalive: int = 32
+
+
+# --- validation --------------------------------------------------------------------------------
+
+
+def _port(value: int, what: str) -> int:
+    if not 1 <= value <= 65535:
+        raise RenderError(f"{what}: {value} is not a TCP port")
+    return value
+
+
+def _host_port(value: str, what: str) -> str:
+    match = _HOST_PORT.match(value)
+    if not match:
+        raise RenderError(f"{what}: {value!r} is not host:port")
+    _port(int(match.group(2)), what)
+    return value
+
+
+def _path(value: str, what: str) -> str:
+    if not _PATH.match(value):
+        raise RenderError(f"{what}: {value!r} is not a plain path (no spaces, quotes, ';', '$', '#')")
+    return value
+
+
+def _address(value: str, what: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise RenderError(f"{what}: {value!r} is not an IP address or CIDR range") from None
+    return value
+
+
+def _validate(cfg: GatewayConfig) -> None:
+    missing = [name for name in SERVICES if not cfg.upstreams.get(name)]
+    if missing:
+        raise RenderError(f"no instances given for {', '.join(missing)}")
+    unknown = sorted(set(cfg.upstreams) - set(SERVICES))
+    if unknown:
+        raise RenderError(f"unknown upstream(s) {', '.join(unknown)}; expected {', '.join(SERVICES)}")
+    for name, servers in cfg.upstreams.items():
+        for server in servers:
+            _host_port(server, f"{name} instance")
+    for port, what in ((cfg.http_port, "HTTP port"), (cfg.https_port, "HTTPS port")):
+        _port(port, what)
+    _port(cfg.public_https_port, "public HTTPS port")
+    if cfg.http_port == cfg.https_port:
+        raise RenderError("the HTTP and HTTPS ports must differ")
+    if cfg.listen_address:
+        ipaddress.ip_address(cfg.listen_address.strip("[]"))
+    if ":" in cfg.status_listen:
+        _host_port(cfg.status_listen, "status listen address")
+    else:
+        _port(int(cfg.status_listen), "status port")
+    for value in cfg.status_allow:
+        _address(value, "status allow-list")
+    for value in cfg.trusted_proxies:
+        _address(value, "trusted proxy")
+    for value, what in (
+        (cfg.tls_cert, "TLS certificate"),
+        (cfg.tls_key, "TLS key"),
+        (cfg.pid_file, "pid file"),
+        (cfg.error_log, "error log"),
+        (cfg.temp_dir, "temp dir"),
+    ):
+        _path(value, what)
+    log_path, *log_options = cfg.access_log.split(" ")
+    _path(log_path, "access log")
+    if any(not re.match(r"^(buffer=\d+[km]?|flush=\d+[sm])$", opt) for opt in log_options):
+        raise RenderError(f"access log: unexpected options in {cfg.access_log!r}")
+    if cfg.worker_user is not None and not _USER.match(cfg.worker_user):
+        raise RenderError(f"worker user: {cfg.worker_user!r} is not 'user' or 'user group'")
+    if not _WORKERS.match(cfg.worker_processes):
+        raise RenderError(f"worker processes: {cfg.worker_processes!r} is not 'auto' or a number")
+    if cfg.resolver is not None:
+        _address(cfg.resolver, "resolver")
+    for origin in cfg.cors_origins:
+        if not _ORIGIN.match(origin):
+            raise RenderError(
+                f"CORS origin {origin!r} is not scheme://host[:port] (wildcards are not supported: "
+                "list each origin)"
+            )
+    for rate, what in ((cfg.api_rate, "API rate"), (cfg.login_rate, "login rate")):
+        if not _RATE.match(rate):
+            raise RenderError(f"{what}: {rate!r} is not like 100r/s or 30r/m")
+    for number, what in (
+        (cfg.api_burst, "API burst"),
+        (cfg.login_burst, "login burst"),
+        (cfg.max_fails, "max_fails"),
+        (cfg.fail_timeout_s, "fail_timeout"),
+        (cfg.keepalive, "keepalive"),
+    ):
+        if number < 0 or number > 100_000:
+            raise RenderError(f"{what}: {number} is out of range")
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def _upstream_block(cfg: GatewayConfig, name: str) -> str:
+    resolve = " resolve" if cfg.resolver else ""
+    lines = [
+        f"    upstream {name} {{",
+        # A shared zone: failure counts (max_fails) are seen by every worker, not one each.
+        f"        zone upstream_{name} 64k;",
+        "        least_conn;",
+    ]
+    lines += [
+        f"        server {server}{resolve} max_fails={cfg.max_fails} fail_timeout={cfg.fail_timeout_s}s;"
+        for server in cfg.upstreams[name]
+    ]
+    lines += [
+        f"        keepalive {cfg.keepalive};",
+        "        keepalive_requests 1000;",
+        # Below aiohttp's 75 s, so nginx, not the service, closes an idle connection first.
+        "        keepalive_timeout 60s;",
+        "    }",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _listen_lines(cfg: GatewayConfig) -> str:
+    prefix = f"{cfg.listen_address}:" if cfg.listen_address else ""
+    tls = " ssl http2" if cfg.http2 == "listen" else " ssl"
+    return f"        listen {prefix}{cfg.http_port};\n        listen {prefix}{cfg.https_port}{tls};"
+
+
+def _error_pages() -> str:
+    lines = []
+    for status in ERROR_PAGES:
+        lines.append(f"error_page {status} = @problem_{status};")
+    for status, (title, detail) in ERROR_PAGES.items():
+        body = (
+            f'{{"type":"about:blank","title":"{title}","status":{status},"detail":"{detail}",'
+            '"request_id":"$gw_request_id"}\\n'
+        )
+        lines += [
+            f"location @problem_{status} {{",
+            "    include snippets/api_headers.conf;",
+            "    default_type application/problem+json;",
+            f"    return {status} '{body}';",
+            "}",
+        ]
+    return "\n".join(lines)
+
+
+def values(cfg: GatewayConfig) -> dict[str, str]:
+    """The placeholder values for ``cfg``, after validating it."""
+    _validate(cfg)
+    status_allow = "".join(f"        allow {a};\n" for a in cfg.status_allow) + "        deny all;"
+    real_ip = ""
+    if cfg.trusted_proxies:
+        real_ip = (
+            "".join(f"    set_real_ip_from {p};\n" for p in cfg.trusted_proxies)
+            + "    real_ip_header X-Forwarded-For;\n    real_ip_recursive on;\n"
+        )
+    resolver = ""
+    if cfg.resolver:
+        resolver = f"    resolver {cfg.resolver} valid=10s ipv6=off;\n    resolver_timeout 2s;\n"
+    return {
+        "mode": cfg.mode,
+        "worker_user": f"user {cfg.worker_user};" if cfg.worker_user else "",
+        "worker_processes": cfg.worker_processes,
+        "pid_file": cfg.pid_file,
+        "error_log": cfg.error_log,
+        "access_log": f"{cfg.access_log.split(' ')[0]} gateway_json"
+        + "".join(" " + o for o in cfg.access_log.split(" ")[1:]),
+        "temp_dir": cfg.temp_dir,
+        "resolver": resolver,
+        "real_ip": real_ip,
+        "api_rate": cfg.api_rate,
+        "api_burst": str(cfg.api_burst),
+        "login_rate": cfg.login_rate,
+        "login_burst": str(cfg.login_burst),
+        "cors_origins": "\n".join(f'        "{o}" $http_origin;' for o in cfg.cors_origins)
+        or "        # none: CORS_ALLOWED_ORIGINS is empty, so no cross-origin call is allowed",
+        "https_redirect": "1" if cfg.https_redirect else "0",
+        "https_port_suffix": "" if cfg.public_https_port == 443 else f":{cfg.public_https_port}",
+        "upstreams": "".join(_upstream_block(cfg, name) for name in SERVICES),
+        "listen": _listen_lines(cfg),
+        "http2": "        http2 on;" if cfg.http2 == "directive" else "",
+        "tls_cert": cfg.tls_cert,
+        "tls_key": cfg.tls_key,
+        "status_listen": cfg.status_listen,
+        "status_allow": status_allow,
+        "error_pages": _error_pages(),
+    }
+
+
+def render(cfg: GatewayConfig) -> dict[str, str]:
+    """Every configuration file, by path relative to the output folder."""
+    subst = values(cfg)
+    files: dict[str, str] = {}
+    for template in sorted(TEMPLATES.rglob("*.conf")):
+        text = template.read_text()
+
+        def fill(match: re.Match[str], template: Path = template) -> str:
+            try:
+                return subst[match.group(1)]
+            except KeyError:
+                raise RenderError(f"{template.name}: no value for {{{{ {match.group(1)} }}}}") from None
+
+        rendered = PLACEHOLDER.sub(fill, text)
+        if "{{" in rendered:
+            raise RenderError(f"{template.name}: malformed placeholder left after rendering")
+        # Blank placeholder lines would otherwise pile up as empty lines.
+        rendered = re.sub(r"\n[ \t]*\n(?:[ \t]*\n)+", "\n\n", rendered)
+        files[str(template.relative_to(TEMPLATES))] = rendered
+    return files
+
+
+def write(cfg: GatewayConfig, out: Path) -> Path:
+    """Render into ``out`` (replacing what a previous render left); returns nginx.conf's path."""
+    files = render(cfg)
+    for relative, text in files.items():
+        target = out / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(target)
+    return out / "nginx.conf"
+
+
+def make_host_folders(cfg: GatewayConfig) -> None:
+    """nginx creates its temp folders, but not their parent, nor the logs' or the pid's folder."""
+    for folder in (Path(cfg.temp_dir), Path(cfg.pid_file).parent, Path(cfg.error_log).parent):
+        folder.mkdir(parents=True, exist_ok=True)
+
+
+# --- defaults per mode, from the environment ---------------------------------------------------
+
+
+def _split(value: str) -> list[str]:
+    return [item for item in re.split(r"[,\s]+", value.strip()) if item]
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise RenderError(f"{name}: {raw!r} is not a number") from None
+
+
+def _env_bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise RenderError(f"{name}: {raw!r} is not true or false")
+
+
+def _host_upstreams(env: Mapping[str, str]) -> dict[str, list[str]]:
+    # deploy.sh's convention: a second instance listens 10 above the first (8081 and 8091).
+    user = _env_int(env, "USER_API_PORT", 8081)
+    order = _env_int(env, "ORDER_API_PORT", 8082)
+    notifier = _env_int(env, "NOTIFIER_PORT", 8083)
+    defaults = {
+        "user_api": f"127.0.0.1:{user},127.0.0.1:{user + 10}",
+        "order_api": f"127.0.0.1:{order},127.0.0.1:{order + 10}",
+        "notifier": f"127.0.0.1:{notifier}",
+    }
+    return {name: _split(env.get(_upstream_variable(name), "") or defaults[name]) for name in SERVICES}
+
+
+def _compose_upstreams(env: Mapping[str, str]) -> dict[str, list[str]]:
+    defaults = {
+        "user_api": f"user-service:{_env_int(env, 'USER_API_PORT', 8081)}",
+        "order_api": f"order-service:{_env_int(env, 'ORDER_API_PORT', 8082)}",
+        "notifier": f"notification-service:{_env_int(env, 'NOTIFIER_PORT', 8083)}",
+    }
+    return {name: _split(env.get(_upstream_variable(name), "") or defaults[name]) for name in SERVICES}
+
+
+def _upstream_variable(service: str) -> str:
+    return f"GATEWAY_{service.upper()}_UPSTREAMS"
+
+
+def detect_http2(nginx: str | None = None) -> Http2:
+    """'directive' on nginx >= 1.25.1 (``http2 on``), 'listen' before, 'off' without nginx."""
+    nginx = nginx or shutil.which("nginx") or "/usr/sbin/nginx"
+    try:
+        # S603: the nginx on PATH with a fixed argument, as gateway.sh itself runs it.
+        out = subprocess.run(  # noqa: S603
+            [nginx, "-v"], capture_output=True, text=True, timeout=10, check=False
+        ).stderr
+    except OSError:
+        return "off"
+    match = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", out)
+    if not match:
+        return "off"
+    version = tuple(int(part) for part in match.groups())
+    return "directive" if version >= (1, 25, 1) else "listen"
+
+
+def config_from_env(
+    mode: Mode, env: Mapping[str, str], *, root: Path = ROOT, worker_user: str | None = None
+) -> GatewayConfig:
+    """The configuration ``scripts/gateway.sh`` (host) or the compose file (compose) asks for."""
+    common: dict[str, Any] = {
+        "cors_origins": _split(env.get("CORS_ALLOWED_ORIGINS", "")),
+        "trusted_proxies": _split(env.get("GATEWAY_TRUSTED_PROXIES", "")),
+        "https_redirect": _env_bool(env, "GATEWAY_HTTPS_REDIRECT"),
+        "api_rate": env.get("GATEWAY_API_RATE", "").strip() or "100r/s",
+        "api_burst": _env_int(env, "GATEWAY_API_BURST", 200),
+        "login_rate": env.get("GATEWAY_LOGIN_RATE", "").strip() or "30r/m",
+        "login_burst": _env_int(env, "GATEWAY_LOGIN_BURST", 10),
+    }
+    if mode == "host":
+        var = root / "var"
+        # GATEWAY_PREFIX moves nginx's own files (pid, temp, development certificate) elsewhere.
+        prefix = Path(env.get("GATEWAY_PREFIX", "") or var / "gateway")
+        log_dir = Path(env.get("LOG_DIR", "") or var / "log")
+        https_port = _env_int(env, "GATEWAY_HTTPS_PORT", 443)
+        return GatewayConfig(
+            mode="host",
+            upstreams=_host_upstreams(env),
+            tls_cert=env.get("GATEWAY_TLS_CERT", "") or str(prefix / "tls/tls.crt"),
+            tls_key=env.get("GATEWAY_TLS_KEY", "") or str(prefix / "tls/tls.key"),
+            pid_file=str(prefix / "nginx.pid"),
+            error_log=str(log_dir / "gateway.error.log"),
+            access_log=f"{log_dir / 'gateway.access.log'} buffer=32k flush=1s",
+            temp_dir=str(prefix / "temp"),
+            http_port=_env_int(env, "GATEWAY_HTTP_PORT", 80),
+            https_port=https_port,
+            public_https_port=https_port,
+            listen_address=env.get("GATEWAY_LISTEN_ADDRESS", "").strip(),
+            status_listen=f"127.0.0.1:{_env_int(env, 'GATEWAY_STATUS_PORT', 8080)}",
+            status_allow=("127.0.0.1",),
+            worker_user=worker_user,
+            http2=detect_http2(),
+            **common,
+        )
+    # compose: nginx listens on 80/443 inside its container; GATEWAY_HTTP(S)_PORT are the
+    # published ports, which only matter for the redirect's target.
+    return GatewayConfig(
+        mode="compose",
+        upstreams=_compose_upstreams(env),
+        tls_cert="/etc/gateway/tls/tls.crt",
+        tls_key="/etc/gateway/tls/tls.key",
+        pid_file="/var/run/nginx.pid",
+        error_log="/dev/stderr",
+        access_log="/dev/stdout",
+        temp_dir="/var/cache/nginx",
+        public_https_port=_env_int(env, "GATEWAY_HTTPS_PORT", 443),
+        status_listen="8080",
+        # Prometheus' nginx exporter reaches it over the compose network; nothing publishes it.
+        status_allow=("127.0.0.1", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"),
+        worker_user="nginx",
+        # Docker's embedded DNS: replicas that come and go are picked up without a reload.
+        resolver="127.0.0.11",
+        http2="directive",
+        **common,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway_conf.render", description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", choices=("host", "compose"), required=True)
+    parser.add_argument("--out", type=Path, required=True, help="folder for nginx.conf and snippets/")
+    parser.add_argument("--worker-user", default=None, help="nginx 'user' directive (when run as root)")
+    parser.add_argument(
+        "--self-signed-if-missing",
+        action="store_true",
+        help="create a self-signed development certificate if none is there (refused in staging/production)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_env(args.mode, os.environ, worker_user=args.worker_user)
+        conf = write(cfg, args.out)
+        if cfg.mode == "host":
+            make_host_folders(cfg)
+        if args.self_signed_if_missing:
+            from gateway_conf.devcert import ensure_dev_certificate
+
+            created = ensure_dev_certificate(
+                Path(cfg.tls_cert),
+                Path(cfg.tls_key),
+                server_name=os.environ.get("GATEWAY_SERVER_NAME", "").strip() or "localhost",
+                app_env=os.environ.get("APP_ENV", "development"),
+            )
+            if created:
+                print(f"created a self-signed development certificate: {cfg.tls_cert}")
+    except (RenderError, ValueError, OSError) as exc:
+        print(f"gateway_conf.render: {exc}", file=sys.stderr)
+        return 2
+    print(f"rendered {conf} ({args.mode} mode)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

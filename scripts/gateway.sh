@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# The API gateway on this host (no Docker): nginx in front of the services `deploy.sh local` runs.
+#   scripts/gateway.sh start    render the configuration, check it, start nginx (reload it if running)
+#   scripts/gateway.sh reload   the same as start
+#   scripts/gateway.sh stop     graceful stop: requests in flight are finished first
+#   scripts/gateway.sh status   running? answering /health? and each service through it
+#   scripts/gateway.sh test     render and `nginx -t`, nothing started
+#   scripts/gateway.sh render   render only (var/gateway/conf/nginx.conf)
+#   scripts/gateway.sh reopen   reopen the log files (after logrotate moved them)
+# The configuration is rendered from gateway_conf/templates by `python -m gateway_conf.render`;
+# ports, instances and CORS origins come from the environment (.env; see docs/deployment.md).
+# nginx runs with its own prefix (GATEWAY_PREFIX, default var/gateway: config, pid, temp files,
+# the development certificate) and logs to var/log/gateway.{access,error}.log, so nothing under
+# /etc/nginx is touched and the system's nginx service, if any, stays out of it.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+if [ -f .env ]; then
+  # .env fills in what the caller's environment (deploy.sh, a shell) does not already say.
+  exported_before=$(export -p)
+  set -a
+  # shellcheck disable=SC1091
+  . ./.env
+  set +a
+  eval "$exported_before"
+fi
+
+PREFIX="${GATEWAY_PREFIX:-$ROOT/var/gateway}"
+CONF="$PREFIX/conf/nginx.conf"
+PID_FILE="$PREFIX/nginx.pid"
+ERROR_LOG="$LOG_DIR/gateway.error.log"
+HTTP_PORT="${GATEWAY_HTTP_PORT:-80}"
+PROBE_HOST="${GATEWAY_LISTEN_ADDRESS:-127.0.0.1}"
+BASE_URL="http://$PROBE_HOST:$HTTP_PORT"
+
+nginx_bin() {
+  command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || return 1
+}
+
+ensure_nginx() {
+  nginx_bin >/dev/null && return 0
+  step "installing nginx"
+  apt_install nginx
+  # Debian starts its own nginx (the default site on port 80) on install; this project runs
+  # nginx with its own prefix and configuration instead.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
+    as_root systemctl disable --now nginx >/dev/null 2>&1 || true
+  elif [ -f /run/nginx.pid ]; then
+    as_root /usr/sbin/nginx -s quit 2>/dev/null || true
+  fi
+  nginx_bin >/dev/null || die "nginx is not installed and apt-get could not install it"
+}
+
+python_bin() {
+  [ -x "$PY" ] || ensure_venv
+  echo "$PY"
+}
+
+render() {
+  local user_args=()
+  if [ "$(id -u)" -eq 0 ]; then
+    # A root master drops its workers to an unprivileged user.
+    if id -u www-data >/dev/null 2>&1; then user_args=(--worker-user www-data); else user_args=(--worker-user nobody); fi
+  fi
+  local python out
+  python=$(python_bin)
+  mkdir -p "$PREFIX" "$LOG_DIR"
+  if ! out=$(GATEWAY_PREFIX="$PREFIX" LOG_DIR="$LOG_DIR" PATH="$PATH:/usr/sbin" "$python" -m gateway_conf.render --mode host \
+    --out "$PREFIX/conf" --self-signed-if-missing "${user_args[@]}" 2>&1); then
+    printf '%s\n' "$out" >&2
+    die "rendering the gateway configuration failed"
+  fi
+  printf '%s\n' "$out" | sed 's/^/    /'
+}
+
+nginx_cmd() {
+  "$(nginx_bin)" -p "$PREFIX/" -c "$CONF" -e "$ERROR_LOG" "$@"
+}
+
+check_config() {
+  local out
+  if ! out=$(nginx_cmd -t -q 2>&1); then
+    printf '%s\n' "$out" >&2
+    die "nginx rejected the rendered configuration ($CONF)"
+  fi
+}
+
+running_pid() {
+  local pid
+  [ -f "$PID_FILE" ] || return 1
+  pid=$(cat "$PID_FILE" 2>/dev/null) || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+start() {
+  ensure_nginx
+  step "gateway: rendering and checking the nginx configuration"
+  render
+  check_config
+  local pid
+  if pid=$(running_pid); then
+    nginx_cmd -s reload
+    info "reloaded the running gateway (pid $pid)"
+  else
+    if port_open "$PROBE_HOST" "$HTTP_PORT"; then
+      die "port $HTTP_PORT is taken by another program (a system nginx? \`systemctl disable --now nginx\`); stop it or set GATEWAY_HTTP_PORT"
+    fi
+    nginx_cmd
+    info "started nginx (pid $(cat "$PID_FILE"), logs $LOG_DIR/gateway.*.log)"
+  fi
+  if ! wait_http "$BASE_URL/health" 15; then
+    tail -n 20 "$ERROR_LOG" >&2 || true
+    die "the gateway does not answer $BASE_URL/health"
+  fi
+  info "gateway up: $BASE_URL and https://$PROBE_HOST:${GATEWAY_HTTPS_PORT:-443}"
+}
+
+stop() {
+  local pid
+  if ! pid=$(running_pid); then
+    info "gateway: not running"
+    rm -f "$PID_FILE"
+    return 0
+  fi
+  # QUIT: stop accepting, finish what is in flight, then exit.
+  kill -QUIT "$pid"
+  for _ in $(seq 1 60); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.25
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    warn "gateway (pid $pid) did not finish in 15 s; terminating it"
+    kill -TERM "$pid" 2>/dev/null || true
+    sleep 1
+  fi
+  rm -f "$PID_FILE"
+  info "gateway: stopped (pid $pid)"
+}
+
+status() {
+  local pid code down=0
+  if pid=$(running_pid); then
+    printf '  %-16s running (pid %s)\n' gateway "$pid"
+  else
+    printf '  %-16s DOWN (see %s)\n' gateway "$ERROR_LOG"
+    return 1
+  fi
+  for path in /health /health/user /health/order /health/notification; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$BASE_URL$path" 2>/dev/null) || code=000
+    printf '  %-16s %s %s\n' "$([ "$code" = 200 ] && echo ok || echo FAILING)" "$code" "$BASE_URL$path"
+    [ "$path" = /health ] && [ "$code" != 200 ] && down=1
+  done
+  return $down
+}
+
+main() {
+  case "${1:-}" in
+    start | reload) start ;;
+    stop) stop ;;
+    status) status ;;
+    test)
+      ensure_nginx
+      render
+      check_config
+      info "nginx accepts $CONF"
+      ;;
+    render) render ;;
+    reopen)
+      running_pid >/dev/null || die "the gateway is not running"
+      nginx_cmd -s reopen
+      ;;
+    *) die "usage: $0 start | reload | stop | status | test | render | reopen" ;;
+  esac
+}
+
+main "$@"
