@@ -18,14 +18,27 @@ load_env() {
     set +a
   fi
   export APP_ENV="${APP_ENV:-development}" TZ=UTC
+  # Without an SMTP server of the user's, mail goes to the local sink (listed on :8025).
+  if [ -n "${SMTP_HOST:-}" ]; then
+    SMTP_HOST_FROM_USER=1
+  else
+    export SMTP_HOST=127.0.0.1 SMTP_PORT="${SMTP_PORT:-1025}"
+  fi
 }
 
-# name|command — the processes `local` runs. Ports come from the environment (see .env.example).
+# name|readiness URL|command — the processes `local` runs, in start order. Ports come from the
+# environment (see .env.example). Two instances of each stateless API sit behind the gateway.
 process_table() {
-  echo "user_api_1|$PY -m user_api serve --port ${USER_API_PORT:-8081}"
-  [ -d order_api ] && [ -f order_api/__main__.py ] && echo "order_api_1|$PY -m order_api serve --port ${ORDER_API_PORT:-8082}"
-  [ -f notifier/__main__.py ] && echo "notifier_1|$PY -m notifier serve --port ${NOTIFIER_PORT:-8083}"
-  true
+  if [ -z "${SMTP_HOST_FROM_USER:-}" ]; then
+    echo "smtp_sink|http://127.0.0.1:${SMTP_SINK_HTTP_PORT:-8025}/health|$PY -m notifier.smtp_sink --port ${SMTP_PORT:-1025} --http-port ${SMTP_SINK_HTTP_PORT:-8025} --maildir var/mail"
+  fi
+  echo "fake_provider|http://127.0.0.1:${FAKE_PROVIDER_PORT:-8090}/health|$PY -m notifier.fake_provider --port ${FAKE_PROVIDER_PORT:-8090}"
+  echo "user_api_1|http://127.0.0.1:${USER_API_PORT:-8081}/health/ready|$PY -m user_api serve --port ${USER_API_PORT:-8081}"
+  echo "user_api_2|http://127.0.0.1:${USER_API_PORT_2:-8091}/health/ready|$PY -m user_api serve --port ${USER_API_PORT_2:-8091}"
+  echo "order_api_1|http://127.0.0.1:${ORDER_API_PORT:-8082}/health/ready|$PY -m order_api serve --port ${ORDER_API_PORT:-8082}"
+  echo "order_api_2|http://127.0.0.1:${ORDER_API_PORT_2:-8092}/health/ready|$PY -m order_api serve --port ${ORDER_API_PORT_2:-8092}"
+  echo "notifier_1|http://127.0.0.1:${NOTIFIER_PORT:-8083}/health/ready|$PY -m notifier serve --port ${NOTIFIER_PORT:-8083}"
+  echo "workers|http://127.0.0.1:${WORKERS_METRICS_PORT:-9191}/|$PY -m workers --processes ${WORKER_PROCESSES:-2} --threads ${WORKER_THREADS:-8}"
 }
 
 start_process() { # name command...
@@ -59,26 +72,21 @@ stop_all() {
 
 status() {
   local down=0
-  shopt -s nullglob
-  for pidfile in "$RUN_DIR"/*.pid; do
-    local name pid
-    name=$(basename "$pidfile" .pid)
-    pid=$(cat "$pidfile")
-    if kill -0 "$pid" 2>/dev/null; then
-      printf '  %-16s running (pid %s)\n' "$name" "$pid"
+  while IFS='|' read -r name url _; do
+    local pidfile="$RUN_DIR/$name.pid" pid=""
+    [ -f "$pidfile" ] && pid=$(cat "$pidfile")
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      if curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; then
+        printf '  %-14s ready    pid %-7s %s\n' "$name" "$pid" "$url"
+      else
+        printf '  %-14s NOT READY pid %-6s %s (log: %s)\n' "$name" "$pid" "$url" "$LOG_DIR/$name.log"
+        down=1
+      fi
     else
-      printf '  %-16s DOWN (see %s)\n' "$name" "$LOG_DIR/$name.log"
+      printf '  %-14s DOWN                   (log: %s)\n' "$name" "$LOG_DIR/$name.log"
       down=1
     fi
-  done
-  for url in "http://127.0.0.1:${USER_API_PORT:-8081}/health/ready"; do
-    if body=$(curl -fsS --max-time 2 "$url" 2>/dev/null); then
-      printf '  %-16s %s\n' "ready" "$url"
-    else
-      printf '  %-16s %s %s\n' "NOT READY" "$url" "$body"
-      down=1
-    fi
-  done
+  done < <(process_table)
   return $down
 }
 
@@ -93,14 +101,20 @@ deploy_local() {
   ensure_redis && info "Redis ${REDIS_HOST:-127.0.0.1}:${REDIS_PORT:-6379} is up"
   ensure_rabbitmq && info "RabbitMQ ${RABBITMQ_HOST:-127.0.0.1}:${RABBITMQ_PORT:-5672} is up"
 
+  if command -v rabbitmq-plugins >/dev/null; then
+    step "RabbitMQ management UI (dead-letter review) and Prometheus plugins"
+    as_root rabbitmq-plugins enable --quiet rabbitmq_management rabbitmq_prometheus >/dev/null ||
+      warn "could not enable the RabbitMQ management plugin; the DLQ UI at :15672 will be missing"
+  fi
+
   step "stopping what a previous run started"
   mkdir -p "$RUN_DIR" "$LOG_DIR"
   stop_all
 
   step "creating databases and applying migrations"
   LOG_FORMAT=console "$PY" -m user_api migrate
-  [ -f order_api/__main__.py ] && LOG_FORMAT=console "$PY" -m order_api migrate
-  [ -f notifier/__main__.py ] && LOG_FORMAT=console "$PY" -m notifier migrate
+  LOG_FORMAT=console "$PY" -m order_api migrate
+  LOG_FORMAT=console "$PY" -m notifier migrate
 
   if [ "$APP_ENV" != production ] && [ "$APP_ENV" != staging ]; then
     step "development admin ${ADMIN_EMAIL:-admin@example.com}"
@@ -108,22 +122,29 @@ deploy_local() {
   fi
 
   step "starting the services"
-  while IFS='|' read -r name command; do
+  while IFS='|' read -r name _ command; do
     # shellcheck disable=SC2086  # the command line is word-split on purpose
     start_process "$name" $command
   done < <(process_table)
 
-  step "waiting for /health/ready"
-  wait_http "http://127.0.0.1:${USER_API_PORT:-8081}/health/ready" 60 || {
-    tail -n 30 "$LOG_DIR/user_api_1.log" >&2
-    die "user_api did not become ready"
-  }
-  [ -f order_api/__main__.py ] && { wait_http "http://127.0.0.1:${ORDER_API_PORT:-8082}/health/ready" 60 || die "order_api did not become ready; see $LOG_DIR/order_api_1.log"; }
-  [ -f notifier/__main__.py ] && { wait_http "http://127.0.0.1:${NOTIFIER_PORT:-8083}/health/ready" 60 || die "notifier did not become ready; see $LOG_DIR/notifier_1.log"; }
+  step "waiting until every process is ready"
+  while IFS='|' read -r name url _; do
+    if wait_http "$url" 90; then
+      info "$name ready"
+    else
+      tail -n 30 "$LOG_DIR/$name.log" >&2
+      die "$name did not become ready at $url; its log is $LOG_DIR/$name.log"
+    fi
+  done < <(process_table)
 
   step "up"
   cat <<TXT
     User API        http://127.0.0.1:${USER_API_PORT:-8081}   (OpenAPI: /openapi.yaml)
+    Order API       http://127.0.0.1:${ORDER_API_PORT:-8082}
+    Notification    http://127.0.0.1:${NOTIFIER_PORT:-8083}
+    Mail (sink)     http://127.0.0.1:${SMTP_SINK_HTTP_PORT:-8025}/messages
+    Fake SMS/push   http://127.0.0.1:${FAKE_PROVIDER_PORT:-8090}/_fake/messages
+    RabbitMQ UI     http://127.0.0.1:15672  (dead letters: queues *.XQ; ${RABBITMQ_USERNAME:-guest}/…)
     Logs            $LOG_DIR      Pids: $RUN_DIR
     Dev admin       ${ADMIN_EMAIL:-admin@example.com} / ${ADMIN_PASSWORD:-admin-dev-password}
 
