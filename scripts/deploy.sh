@@ -90,6 +90,42 @@ status() {
   return $down
 }
 
+ensure_roles() {
+  # The accounts named in .env: a RabbitMQ user and a PostgreSQL role that may create the
+  # service databases. Only for servers on this host, and only when they are not the defaults.
+  local rmq_user="${RABBITMQ_USERNAME:-guest}" db_user="${DB_USERNAME:-postgres}"
+  if [ "$rmq_user" != guest ] && command -v rabbitmqctl >/dev/null; then
+    step "RabbitMQ user $rmq_user"
+    as_root rabbitmqctl -q add_user "$rmq_user" "${RABBITMQ_PASSWORD:-}" 2>/dev/null ||
+      as_root rabbitmqctl -q change_password "$rmq_user" "${RABBITMQ_PASSWORD:-}"
+    as_root rabbitmqctl -q set_user_tags "$rmq_user" administrator
+    as_root rabbitmqctl -q set_permissions -p "${RABBITMQ_VHOST:-/}" "$rmq_user" ".*" ".*" ".*"
+  fi
+  if [ "$db_user" != postgres ] && command -v psql >/dev/null; then
+    step "PostgreSQL role $db_user and its databases"
+    local admin=(psql -q -h "${DB_HOST:-127.0.0.1}" -p "${DB_PORT:-5432}" -U "${DB_ADMIN_USERNAME:-postgres}" -v ON_ERROR_STOP=1)
+    PGPASSWORD="${DB_ADMIN_PASSWORD:-}" "${admin[@]}" -d postgres -v role="$db_user" -v password="${DB_PASSWORD:-}" <<'SQL'
+SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'role', :'password')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
+SELECT format('ALTER ROLE %I PASSWORD %L', :'role', :'password') \gexec
+SQL
+    local db
+    for db in "${USER_DB_NAME:-users}" "${ORDER_DB_NAME:-orders}" "${NOTIFICATION_DB_NAME:-notifications}"; do
+      PGPASSWORD="${DB_ADMIN_PASSWORD:-}" "${admin[@]}" -d postgres -v role="$db_user" -v db="$db" <<'SQL'
+SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'role')
+WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \gexec
+SELECT format('GRANT ALL ON DATABASE %I TO %I', :'db', :'role') \gexec
+SQL
+      # A database created earlier by another account: let the role use what is already there.
+      PGPASSWORD="${DB_ADMIN_PASSWORD:-}" "${admin[@]}" -d "$db" -v role="$db_user" <<'SQL'
+SELECT format('GRANT ALL ON SCHEMA public TO %I', :'role') \gexec
+SELECT format('GRANT ALL ON ALL TABLES IN SCHEMA public TO %I', :'role') \gexec
+SELECT format('GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO %I', :'role') \gexec
+SQL
+    done
+  fi
+}
+
 deploy_local() {
   step "checking the host"
   command -v python3 >/dev/null || die "python3 is missing (Debian: apt-get install python3 python3-venv)"
@@ -106,6 +142,8 @@ deploy_local() {
     as_root rabbitmq-plugins enable --quiet rabbitmq_management rabbitmq_prometheus >/dev/null ||
       warn "could not enable the RabbitMQ management plugin; the DLQ UI at :15672 will be missing"
   fi
+
+  ensure_roles
 
   step "stopping what a previous run started"
   mkdir -p "$RUN_DIR" "$LOG_DIR"
