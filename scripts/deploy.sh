@@ -87,6 +87,7 @@ status() {
       down=1
     fi
   done < <(process_table)
+  "$ROOT/scripts/monitoring.sh" status || down=1
   return $down
 }
 
@@ -175,6 +176,9 @@ deploy_local() {
     fi
   done < <(process_table)
 
+  step "monitoring"
+  "$ROOT/scripts/monitoring.sh" start
+
   step "up"
   cat <<TXT
     User API        http://127.0.0.1:${USER_API_PORT:-8081}   (OpenAPI: /openapi.yaml)
@@ -182,6 +186,7 @@ deploy_local() {
     Notification    http://127.0.0.1:${NOTIFIER_PORT:-8083}
     Mail (sink)     http://127.0.0.1:${SMTP_SINK_HTTP_PORT:-8025}/messages
     Fake SMS/push   http://127.0.0.1:${FAKE_PROVIDER_PORT:-8090}/_fake/messages
+    Prometheus      http://127.0.0.1:9090  (targets, alert rules)
     RabbitMQ UI     http://127.0.0.1:15672  (dead letters: queues *.XQ; ${RABBITMQ_USERNAME:-guest}/…)
     Logs            $LOG_DIR      Pids: $RUN_DIR
     Dev admin       ${ADMIN_EMAIL:-admin@example.com} / ${ADMIN_PASSWORD:-admin-dev-password}

@@ -25,4 +25,4 @@ step "pytest"
 ensure_postgres
 ensure_redis
 ensure_rabbitmq
-"$VENV/bin/pytest" -q -p no:cacheprovider "$@"
+"$VENV/bin/pytest" -q -p no:cacheprovider -m "not live_stack" "$@"
