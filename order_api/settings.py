@@ -8,12 +8,15 @@ from common.settings import (
     BaseServiceSettings,
     DatabaseSettings,
     JwtSettings,
+    OutboxSettings,
     RabbitSettings,
     RedisSettings,
 )
 
 
-class Settings(BaseServiceSettings, DatabaseSettings, RedisSettings, RabbitSettings, JwtSettings):
+class Settings(
+    BaseServiceSettings, DatabaseSettings, RedisSettings, RabbitSettings, JwtSettings, OutboxSettings
+):
     order_api_port: int = Field(default=8082, ge=1, le=65535)
     order_db_name: str = "orders"
 
@@ -27,12 +30,6 @@ class Settings(BaseServiceSettings, DatabaseSettings, RedisSettings, RabbitSetti
 
     idempotency_key_ttl_s: int = Field(default=24 * 3600, ge=60, le=30 * 24 * 3600)
     idempotency_purge_interval_s: float = Field(default=3600.0, gt=0)
-
-    outbox_relay_enabled: bool = True
-    outbox_poll_interval_s: float = Field(default=2.0, gt=0, le=300)
-    outbox_batch_size: int = Field(default=100, ge=1, le=1000)
-    # Longest wait between attempts to reach RabbitMQ while it is down.
-    outbox_max_backoff_s: float = Field(default=30.0, gt=0, le=600)
 
     def secret_values(self) -> dict[str, str]:
         return {"DB_PASSWORD": self.db_password, "RABBITMQ_PASSWORD": self.rabbitmq_password}

@@ -9,10 +9,13 @@ and that a test can stop, slow down or make fail — the boundary a circuit brea
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import socket
+import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,6 +174,29 @@ def new_user(user_service: StandInUserService, mint_token: TokenMinter) -> Calla
     return make
 
 
+def _rabbitmqctl(*args: str) -> None:
+    exe = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    subprocess.run([exe, "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def orders_vhost() -> Iterator[str]:
+    """A RabbitMQ vhost of this suite alone.
+
+    The session's shared vhost also carries other suites' publishers and consumers (a notifier
+    process, a Dramatiq worker); tests that count what reached a queue must not see theirs.
+    """
+    vhost = f"test_orders_{uuid.uuid4().hex[:10]}"
+    try:
+        _rabbitmqctl("add_vhost", vhost)
+        user = os.environ.get("RABBITMQ_USERNAME", "guest")
+        _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.fail(f"cannot create a RabbitMQ vhost with rabbitmqctl: {exc}")
+    yield vhost
+    _rabbitmqctl("delete_vhost", vhost)
+
+
 @pytest.fixture
 def orders_db(database_factory: Callable[[str], str]) -> str:
     return database_factory("orders")
@@ -190,6 +216,14 @@ def settings(
         log_format="console",
         **jwt_keys,
     )
+
+
+def override(settings: Settings, **changes: Any) -> Settings:
+    """A copy with ``changes``. model_copy accepts any key silently; a typo here would point a
+    relay at the wrong RabbitMQ vhost, so every key must be a real setting."""
+    unknown = set(changes) - set(Settings.model_fields)
+    assert not unknown, f"not settings: {sorted(unknown)}"
+    return settings.model_copy(update=changes)
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from common.outbox_relay import encode_message
 
 
 @pytest.fixture
-async def publisher(rabbitmq_vhost: str) -> AsyncIterator[ConfirmingPublisher]:
-    confirming = ConfirmingPublisher(f"amqp://guest:guest@127.0.0.1:5672/{rabbitmq_vhost}")
+async def publisher(orders_vhost: str) -> AsyncIterator[ConfirmingPublisher]:
+    confirming = ConfirmingPublisher(f"amqp://guest:guest@127.0.0.1:5672/{orders_vhost}")
     await confirming.connect()
     yield confirming
     await confirming.close()
@@ -44,14 +44,14 @@ def _consume_with_dramatiq(url: str, queue: str) -> tuple[dramatiq.Message[Any] 
 
 
 async def test_dramatiq_declares_and_consumes_the_queues_we_declared(
-    publisher: ConfirmingPublisher, rabbitmq_vhost: str
+    publisher: ConfirmingPublisher, orders_vhost: str
 ) -> None:
     queue = f"compat_{uuid.uuid4().hex[:8]}"
     await publisher.declare_dramatiq_queue(queue)
     event = new_event("order.created", {"order": {"id": "x"}}, producer="test", trace_id=None)
     message = dramatiq_message(event, Route(queue, "orders.process"))
     await publisher.publish(queue, encode_message(message), message_id=message["message_id"])
-    url = f"amqp://guest:guest@127.0.0.1:5672/{rabbitmq_vhost}"
+    url = f"amqp://guest:guest@127.0.0.1:5672/{orders_vhost}"
     # Dramatiq re-declares with its own arguments: any difference would be PRECONDITION_FAILED.
     received, _ = await asyncio.to_thread(_consume_with_dramatiq, url, queue)
     assert received is not None
@@ -82,7 +82,7 @@ async def test_an_unreachable_broker_fails_fast_as_unavailable() -> None:
         await closed.publish("orders", b"{}", message_id="m")
 
 
-async def test_wrong_credentials_are_unavailable_not_a_crash(rabbitmq_vhost: str) -> None:
-    wrong = ConfirmingPublisher(f"amqp://guest:wrong@127.0.0.1:5672/{rabbitmq_vhost}", connect_timeout_s=3)
+async def test_wrong_credentials_are_unavailable_not_a_crash(orders_vhost: str) -> None:
+    wrong = ConfirmingPublisher(f"amqp://guest:wrong@127.0.0.1:5672/{orders_vhost}", connect_timeout_s=3)
     with pytest.raises(AmqpUnavailable):
         await wrong.connect()

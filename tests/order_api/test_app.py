@@ -23,7 +23,7 @@ from order_api.settings import Settings
 from order_api.state import DEPS
 from tests.openapi_check import CheckedClient
 from tests.order_api.broker_tools import QueueReader
-from tests.order_api.conftest import SPEC, free_port, order_body
+from tests.order_api.conftest import SPEC, free_port, order_body, override
 from user_api.app import create_app as create_user_app
 from user_api.settings import Settings as UserSettings
 
@@ -89,7 +89,7 @@ async def user_api(
 
 @pytest.fixture
 async def e2e_client(aiohttp_client: Any, settings: Settings, user_api: RealUserApi) -> CheckedClient:
-    e2e_settings = settings.model_copy(update={"user_service_url": user_api.url})
+    e2e_settings = override(settings, user_service_url=user_api.url)
     return CheckedClient(await aiohttp_client(create_app(e2e_settings)), SPEC)
 
 
@@ -158,19 +158,18 @@ async def test_breaker_with_user_api_stopped_then_back(
 
 
 async def test_an_order_travels_through_rabbitmq_to_processing_and_back(
-    aiohttp_client: Any, settings: Settings, user_api: RealUserApi, rabbitmq_vhost: str
+    aiohttp_client: Any, settings: Settings, user_api: RealUserApi, orders_vhost: str
 ) -> None:
-    reader = QueueReader(rabbitmq_vhost, ("orders",))
+    reader = QueueReader(orders_vhost, ("orders",))
     await reader.open(purge=True)
     client = CheckedClient(
         await aiohttp_client(
             create_app(
-                settings.model_copy(
-                    update={
-                        "user_service_url": user_api.url,
-                        "outbox_relay_enabled": True,
-                        "rabbitmq_vhost": rabbitmq_vhost,
-                    }
+                override(
+                    settings,
+                    user_service_url=user_api.url,
+                    outbox_relay_enabled=True,
+                    rabbitmq_vhost=orders_vhost,
                 )
             )
         ),

@@ -21,15 +21,15 @@ from order_api.settings import Settings
 from tests.conftest import pg_dsn
 from tests.openapi_check import CheckedClient
 from tests.order_api.broker_tools import QueueReader, TcpProxy, eventually
-from tests.order_api.conftest import SPEC, User, place
+from tests.order_api.conftest import SPEC, User, override, place
 
 NewUser = Callable[..., User]
 MakeClient = Callable[..., Any]
 
 
 @pytest.fixture
-async def reader(rabbitmq_vhost: str) -> AsyncIterator[QueueReader]:
-    queue_reader = QueueReader(rabbitmq_vhost)
+async def reader(orders_vhost: str) -> AsyncIterator[QueueReader]:
+    queue_reader = QueueReader(orders_vhost)
     await queue_reader.open(purge=True)
     yield queue_reader
     await queue_reader.close()
@@ -43,20 +43,18 @@ async def proxy() -> AsyncIterator[TcpProxy]:
 
 
 @pytest.fixture
-def relay_client(aiohttp_client: Any, settings: Settings, rabbitmq_vhost: str) -> MakeClient:
+def relay_client(aiohttp_client: Any, settings: Settings, orders_vhost: str) -> MakeClient:
     """An order_api with its relay running, against the test vhost (through ``port``)."""
 
     async def make(port: int = 5672, **overrides: Any) -> CheckedClient:
-        relay_settings = settings.model_copy(
-            update={
-                "outbox_relay_enabled": True,
-                "rabbitmq_vhost": rabbitmq_vhost,
-                "rabbitmq_port": port,
-                "outbox_poll_interval_s": 0.5,
-                "outbox_max_backoff_s": 0.5,
-                **overrides,
-            }
-        )
+        changes: dict[str, Any] = {
+            "outbox_relay_enabled": True,
+            "rabbitmq_vhost": orders_vhost,
+            "rabbitmq_port": port,
+            "outbox_poll_interval_s": 0.5,
+            "outbox_max_backoff_s": 0.5,
+        }
+        relay_settings = override(settings, **{**changes, **overrides})
         return CheckedClient(await aiohttp_client(create_app(relay_settings)), SPEC)
 
     return make
@@ -185,13 +183,13 @@ def _relay(pool: asyncpg.Pool, vhost: str, dsn: str, service: str, **options: An
 
 
 async def test_two_relays_publish_every_event_once_and_in_order_per_aggregate(
-    client: CheckedClient, reader: QueueReader, rabbitmq_vhost: str, settings: Settings
+    client: CheckedClient, reader: QueueReader, orders_vhost: str, settings: Settings
 ) -> None:
     pool = client.app[PG_POOL]
     event_ids = await _add_events(pool, aggregates=20, per_aggregate=8)
     dsn = pg_dsn(settings.order_db_name)
     relays = [
-        _relay(pool, rabbitmq_vhost, dsn, service, batch_size=5, poll_interval_s=0.2)
+        _relay(pool, orders_vhost, dsn, service, batch_size=5, poll_interval_s=0.2)
         for service in ("t_two_a", "t_two_b")
     ]
     for relay in relays:
@@ -224,7 +222,7 @@ async def test_two_relays_publish_every_event_once_and_in_order_per_aggregate(
 
 
 async def test_a_later_event_waits_while_an_earlier_one_of_its_aggregate_is_held(
-    client: CheckedClient, reader: QueueReader, rabbitmq_vhost: str, settings: Settings
+    client: CheckedClient, reader: QueueReader, orders_vhost: str, settings: Settings
 ) -> None:
     pool = client.app[PG_POOL]
     async with pool.acquire() as conn:
@@ -235,7 +233,7 @@ async def test_a_later_event_waits_while_an_earlier_one_of_its_aggregate_is_held
         async with conn.transaction():
             other = await add_event(conn, ORDER_STATUS_CHANGED, "order-y", {"seq": 1}, producer="test")
     dsn = pg_dsn(settings.order_db_name)
-    relay = _relay(pool, rabbitmq_vhost, dsn, "t_hold")
+    relay = _relay(pool, orders_vhost, dsn, "t_hold")
     # Another relay is busy with the first event: it holds its row lock.
     holder = await asyncpg.connect(dsn)
     held = holder.transaction()
@@ -255,13 +253,13 @@ async def test_a_later_event_waits_while_an_earlier_one_of_its_aggregate_is_held
 
 
 async def test_an_unroutable_event_is_recorded_and_published_after_the_queue_is_declared_again(
-    client: CheckedClient, reader: QueueReader, rabbitmq_vhost: str, settings: Settings
+    client: CheckedClient, reader: QueueReader, orders_vhost: str, settings: Settings
 ) -> None:
     pool = client.app[PG_POOL]
-    relay = _relay(pool, rabbitmq_vhost, pg_dsn(settings.order_db_name), "t_unroutable")
+    relay = _relay(pool, orders_vhost, pg_dsn(settings.order_db_name), "t_unroutable")
     assert await relay.publish_pending() == 0  # connects and declares the queues
     await reader.close()
-    deleter = QueueReader(rabbitmq_vhost)
+    deleter = QueueReader(orders_vhost)
     await deleter.open(purge=False)
     assert deleter._channel is not None
     await deleter._channel.queue_delete("notifications")
@@ -280,7 +278,7 @@ async def test_an_unroutable_event_is_recorded_and_published_after_the_queue_is_
     row = await pool.fetchrow("SELECT published_at, attempts, last_error FROM outbox_events")
     assert row["published_at"] is not None
     assert (row["attempts"], row["last_error"]) == (2, None)
-    again = QueueReader(rabbitmq_vhost, ("notifications",))
+    again = QueueReader(orders_vhost, ("notifications",))
     await again.open(purge=False)
     await again.drain()
     await again.close()
