@@ -148,7 +148,7 @@ async def test_breaker_with_user_api_stopped_then_back(
     refused = await e2e_client.post("/api/orders", json=order_body(), headers=_auth(tokens))
     assert refused.status == 503
     assert "Retry-After" in refused.headers
-    assert time.perf_counter() - started < 0.1
+    assert time.perf_counter() - started < 0.25  # no network call: well under the 1 s budget
 
     await user_api.start()
     await asyncio.sleep(settings.user_service_breaker_reset_s + 0.1)

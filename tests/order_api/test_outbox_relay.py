@@ -84,8 +84,8 @@ async def test_an_order_reaches_both_queues_as_dramatiq_messages_woken_by_notify
     client = await relay_client(outbox_poll_interval_s=60)
     await asyncio.sleep(0.3)  # let the relay finish its start-up pass and listen
     order = await place(client, new_user())
-    await reader.wait_for("orders", 1, timeout_s=5)
-    await reader.wait_for("notifications", 1, timeout_s=5)
+    await reader.wait_for("orders", 1, timeout_s=10)
+    await reader.wait_for("notifications", 1, timeout_s=10)
     [row] = await _outbox(client)
     event = json.loads(row["payload"])
     for queue, actor in (("orders", "orders.process"), ("notifications", "notifications.fanout")):
@@ -111,7 +111,7 @@ async def test_with_rabbitmq_unreachable_orders_are_accepted_and_delivered_once_
     async def backlog_is_exported() -> bool:
         return _gauge("outbox_backlog_events") == 4
 
-    await eventually(backlog_is_exported, timeout_s=5)
+    await eventually(backlog_is_exported, timeout_s=10)
     age = _gauge("outbox_oldest_event_age_seconds")
     assert age is not None
     assert age > 0
@@ -137,7 +137,7 @@ async def test_with_rabbitmq_unreachable_orders_are_accepted_and_delivered_once_
     async def backlog_is_empty() -> bool:
         return _gauge("outbox_backlog_events") == 0
 
-    await eventually(backlog_is_empty, timeout_s=5)
+    await eventually(backlog_is_empty, timeout_s=10)
 
 
 async def test_a_lost_broker_connection_is_re_established_and_nothing_is_lost(

@@ -73,7 +73,7 @@ async def test_a_slow_user_service_is_cut_off_at_the_time_budget(
     status, elapsed, headers = await _create(client, user)
     assert status == 503
     assert "Retry-After" in headers
-    assert 0.9 < elapsed < 1.5  # the 1 s budget, not the 2 s the service would take
+    assert 0.9 < elapsed < 1.8  # the 1 s budget, not the 2 s the service would take
     assert user_service.calls == 1  # a timeout spent the budget: no retry
 
 
@@ -143,7 +143,7 @@ async def test_breaker_opens_then_half_opens_and_closes_when_the_service_is_back
     # Open: refused at once, without touching the network, for the rest of the reset timeout.
     status, elapsed, headers = await _create(client, user)
     assert status == 503
-    assert elapsed < 0.1
+    assert elapsed < 0.25  # refused without a network call
     assert 1 <= int(headers["Retry-After"]) <= 1 + settings.user_service_breaker_reset_s
 
     await user_service.start()
@@ -177,4 +177,4 @@ async def test_a_failed_trial_call_opens_the_breaker_again(
     assert breaker.state is BreakerState.OPEN
     status, elapsed, _ = await _create(client, user)
     assert status == 503
-    assert elapsed < 0.1
+    assert elapsed < 0.25  # refused without a network call
