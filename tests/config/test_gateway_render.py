@@ -244,6 +244,10 @@ def run_gateway_sh(command: str, tmp: Path, ports: dict[str, int]) -> subprocess
         "GATEWAY_HTTPS_PORT": str(ports["https"]),
         "GATEWAY_STATUS_PORT": str(ports["status"]),
         "GATEWAY_LISTEN_ADDRESS": "127.0.0.1",
+        # Ports nothing listens on, whatever else runs on this machine.
+        "GATEWAY_USER_API_UPSTREAMS": f"127.0.0.1:{ports['dead']}",
+        "GATEWAY_ORDER_API_UPSTREAMS": f"127.0.0.1:{ports['dead']}",
+        "GATEWAY_NOTIFIER_UPSTREAMS": f"127.0.0.1:{ports['dead']}",
     }
     return subprocess.run(
         ["bash", "scripts/gateway.sh", command],
@@ -257,7 +261,7 @@ def run_gateway_sh(command: str, tmp: Path, ports: dict[str, int]) -> subprocess
 
 
 def test_gateway_sh_starts_reloads_reports_and_stops(nginx_bin: str, tmp_path: Path) -> None:
-    ports = {"http": free_port(), "https": free_port(), "status": free_port()}
+    ports = {"http": free_port(), "https": free_port(), "status": free_port(), "dead": free_port()}
     try:
         started = run_gateway_sh("start", tmp_path, ports)
         assert started.returncode == 0, started.stdout + started.stderr
@@ -283,7 +287,7 @@ def test_gateway_sh_starts_reloads_reports_and_stops(nginx_bin: str, tmp_path: P
 
 
 def test_gateway_sh_test_rejects_a_bad_environment(nginx_bin: str, tmp_path: Path) -> None:
-    ports = {"http": free_port(), "https": free_port(), "status": free_port()}
+    ports = {"http": free_port(), "https": free_port(), "status": free_port(), "dead": free_port()}
     ok = run_gateway_sh("test", tmp_path, ports)
     assert ok.returncode == 0, ok.stderr
     assert "nginx accepts" in ok.stdout
