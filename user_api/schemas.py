@@ -9,15 +9,16 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 # bcrypt only looks at the first 72 bytes (and bcrypt 5 refuses more): limits are in bytes.
-PASSWORD_MIN_BYTES = 8
+PASSWORD_MIN_CHARS = 8
 PASSWORD_MAX_BYTES = 72
 E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 
 def _password_bytes(value: str) -> str:
     size = len(value.encode("utf-8"))
-    if size < PASSWORD_MIN_BYTES:
-        raise ValueError(f"must be at least {PASSWORD_MIN_BYTES} bytes")
+    # The floor counts characters (as the OpenAPI minLength does), the ceiling bcrypt's bytes.
+    if len(value) < PASSWORD_MIN_CHARS:
+        raise ValueError(f"must be at least {PASSWORD_MIN_CHARS} characters")
     if size > PASSWORD_MAX_BYTES:
         raise ValueError(f"must be at most {PASSWORD_MAX_BYTES} bytes in UTF-8")
     return value
