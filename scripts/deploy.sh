@@ -87,6 +87,7 @@ status() {
       down=1
     fi
   done < <(process_table)
+  "$ROOT/scripts/gateway.sh" status || down=1
   "$ROOT/scripts/monitoring.sh" status || down=1
   return $down
 }
@@ -176,14 +177,21 @@ deploy_local() {
     fi
   done < <(process_table)
 
+  step "gateway"
+  "$ROOT/scripts/gateway.sh" start
+
   step "monitoring"
   "$ROOT/scripts/monitoring.sh" start
 
+  local gw="http://localhost"
+  [ "${GATEWAY_HTTP_PORT:-80}" = 80 ] || gw="http://localhost:${GATEWAY_HTTP_PORT}"
   step "up"
   cat <<TXT
-    User API        http://127.0.0.1:${USER_API_PORT:-8081}   (OpenAPI: /openapi.yaml)
-    Order API       http://127.0.0.1:${ORDER_API_PORT:-8082}
-    Notification    http://127.0.0.1:${NOTIFIER_PORT:-8083}
+    Gateway         $gw   (https on :${GATEWAY_HTTPS_PORT:-443}, self-signed in development)
+                    /api/auth, /api/users → user_api ×2 (:${USER_API_PORT:-8081}, :${USER_API_PORT_2:-8091})
+                    /api/orders → order_api ×2 (:${ORDER_API_PORT:-8082}, :${ORDER_API_PORT_2:-8092})
+                    /api/notifications → notifier (:${NOTIFIER_PORT:-8083})
+                    /health, /health/user, /health/order, /health/notification
     Mail (sink)     http://127.0.0.1:${SMTP_SINK_HTTP_PORT:-8025}/messages
     Fake SMS/push   http://127.0.0.1:${FAKE_PROVIDER_PORT:-8090}/_fake/messages
     Prometheus      http://127.0.0.1:9090  (targets, alert rules)
@@ -191,7 +199,7 @@ deploy_local() {
     Logs            $LOG_DIR      Pids: $RUN_DIR
     Dev admin       ${ADMIN_EMAIL:-admin@example.com} / ${ADMIN_PASSWORD:-admin-dev-password}
 
-    Try:  curl -s -X POST http://127.0.0.1:${USER_API_PORT:-8081}/api/auth/register \\
+    Try:  curl -s -X POST $gw/api/auth/register \\
             -H 'Content-Type: application/json' \\
             -d '{"email":"ada@example.com","password":"correct horse","name":"Ada"}'
 TXT
@@ -214,7 +222,11 @@ main() {
   load_env
   case "$cmd" in
     local) deploy_local ;;
-    stop) step "stopping"; stop_all ;;
+    stop)
+      step "stopping"
+      "$ROOT/scripts/gateway.sh" stop
+      stop_all
+      ;;
     status) status ;;
     staging | production) deploy_compose "$cmd" "${2:-}" ;;
     *) die "usage: $0 local | stop | status | staging VERSION | production VERSION" ;;

@@ -45,7 +45,7 @@ ensure_venv() {
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     step "installing the package and its dependencies"
     "$PY" -m pip install -q --upgrade pip >/dev/null
-    "$PY" -m pip install -q -e "$ROOT[dev]" || die "pip install failed"
+    "$PY" -m pip install -q -e "${ROOT}[dev]" || die "pip install failed"
     echo "$want" >"$stamp"
   fi
 }
@@ -72,14 +72,13 @@ ensure_postgres() {
   local host="${DB_HOST:-127.0.0.1}" port="${DB_PORT:-5432}"
   port_open "$host" "$port" && return 0
   if [ "$host" = 127.0.0.1 ] || [ "$host" = localhost ]; then
-    if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
-      info "starting PostgreSQL"
-      as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
-    else
+    if ! command -v pg_ctlcluster >/dev/null || [ ! -d /etc/postgresql ]; then
       info "installing PostgreSQL"
       apt_install postgresql
-      as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
     fi
+    local versions=(/etc/postgresql/*)
+    info "starting PostgreSQL"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$(basename "${versions[0]}")" main start || true
   fi
   wait_port "$host" "$port" 30 || die "PostgreSQL is not reachable at $host:$port; start it or set DB_HOST/DB_PORT"
 }

@@ -143,11 +143,6 @@ def project_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return next(out.glob("microservices_app-*.whl"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="setup.cfg [options.package_data] '* = *.sql, *.yaml' misses the migrations in sql/ "
-    "subfolders; fix: '* = *.sql, *.yaml, sql/*.sql, sql/**/*.sql' (then remove this mark)",
-)
 def test_the_installed_package_carries_its_migrations(project_wheel: Path) -> None:
     names = set(zipfile.ZipFile(project_wheel).namelist())
     migrations = [

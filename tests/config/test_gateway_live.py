@@ -248,7 +248,7 @@ def test_openapi_documents_are_published(gateway: Gateway, path: str, service: s
 def test_gateway_answers_its_own_health(gateway: Gateway) -> None:
     answer = gateway.request("GET", "/health")
     assert answer.status == 200
-    assert answer.json() == {"status": "ok", "service": "gateway"}
+    assert answer.json() == {"status": "UP", "service": "gateway"}
     assert answer.header("Content-Type") == "application/json"
     assert_security_headers(answer)
 

@@ -1,0 +1,118 @@
+"""What the gateway promises: headers, authorization across services, failover, rate limits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.e2e.conftest import GATEWAY_URL, User, eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_DIR = Path(os.environ.get("RUN_DIR", ROOT / "var" / "run"))
+ORDER = {"currency": "EUR", "items": [{"sku": "MUG-1", "name": "A mug", "quantity": 1, "unit_price": "8.00"}]}
+
+pytestmark = pytest.mark.live_stack
+
+
+def test_the_seed_health_checks_answer(http: requests.Session) -> None:
+    for path in ("/health", "/health/user", "/health/order", "/health/notification"):
+        response = http.get(f"{GATEWAY_URL}{path}", timeout=5)
+        assert response.status_code == 200, path
+        assert response.json()["status"] == "UP", path
+
+
+def test_security_headers_on_success_and_on_errors(http: requests.Session) -> None:
+    for path, status in (("/health", 200), ("/api/orders", 401), ("/api/nowhere", 404)):
+        response = http.get(f"{GATEWAY_URL}{path}", timeout=5)
+        assert response.status_code == status, path
+        assert response.headers["X-Content-Type-Options"] == "nosniff", path
+        assert response.headers["X-Frame-Options"] in ("DENY", "SAMEORIGIN"), path
+        assert "Referrer-Policy" in response.headers, path
+        assert "nginx/" not in response.headers.get("Server", ""), path
+        assert response.headers.get("X-Request-ID"), path
+    api = http.get(f"{GATEWAY_URL}/api/orders", timeout=5)
+    assert "no-store" in api.headers["Cache-Control"]
+
+
+def test_a_request_id_is_passed_through_to_the_service(http: requests.Session) -> None:
+    response = http.get(f"{GATEWAY_URL}/api/users/me", headers={"X-Request-ID": "e2e-trace-42"}, timeout=5)
+    assert response.status_code == 401
+    assert response.headers["X-Request-ID"] == "e2e-trace-42"
+
+
+def test_object_level_authorization_through_the_gateway(
+    http: requests.Session, new_user: Callable[..., User]
+) -> None:
+    alice, bob = new_user(), new_user()
+    order = http.post(f"{GATEWAY_URL}/api/orders", json=ORDER, headers=alice.auth, timeout=10).json()
+    for method, path in (
+        ("GET", f"/api/orders/{order['id']}"),
+        ("DELETE", f"/api/orders/{order['id']}"),
+        ("GET", f"/api/users/{alice.id}"),
+        ("DELETE", f"/api/users/{alice.id}"),
+    ):
+        response = http.request(method, f"{GATEWAY_URL}{path}", headers=bob.auth, timeout=10)
+        assert response.status_code == 404, (method, path, response.status_code)
+    status = http.put(
+        f"{GATEWAY_URL}/api/orders/{order['id']}/status",
+        json={"status": "CANCELLED"},
+        headers=bob.auth,
+        timeout=10,
+    )
+    assert status.status_code == 404
+    listing = http.get(f"{GATEWAY_URL}/api/orders", headers=bob.auth, timeout=10).json()
+    assert order["id"] not in {o["id"] for o in listing["items"]}
+    users = http.get(f"{GATEWAY_URL}/api/users", headers=bob.auth, timeout=10)
+    assert users.status_code == 403
+
+
+def _restart(name: str, pid: int, cmdline: list[str]) -> None:
+    log = open(ROOT / "var" / "log" / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+    child = subprocess.Popen(cmdline, cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
+    (RUN_DIR / f"{name}.pid").write_text(f"{child.pid}\n")
+
+
+def test_a_killed_api_instance_fails_no_get(http: requests.Session, admin: User) -> None:
+    name = "user_api_2"
+    pid = int((RUN_DIR / f"{name}.pid").read_text())
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    os.kill(pid, signal.SIGKILL)
+    try:
+        statuses = [
+            http.get(f"{GATEWAY_URL}/api/users/me", headers=admin.auth, timeout=10).status_code
+            for _ in range(40)
+        ]
+        assert statuses == [200] * 40
+    finally:
+        _restart(name, pid, [part.decode() for part in cmdline])
+        port = cmdline[cmdline.index(b"--port") + 1].decode()
+        eventually(lambda: _ready(f"http://127.0.0.1:{port}/health/ready"), what=f"{name} back")
+
+
+def _ready(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_zz_login_bursts_get_429_from_the_gateway(http: requests.Session) -> None:
+    # Named to run last in this module: it spends the login budget of this address.
+    statuses = [
+        http.post(
+            f"{GATEWAY_URL}/api/auth/login", json={"email": "nobody@example.com", "password": "x"}, timeout=10
+        ).status_code
+        for _ in range(25)
+    ]
+    assert 429 in statuses
+    assert 503 not in statuses
+    limited = next(i for i, s in enumerate(statuses) if s == 429)
+    assert set(statuses[:limited]) == {401}
+    time.sleep(4)  # let the bucket refill a little for whatever runs next
