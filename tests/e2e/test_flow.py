@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import random
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import requests
 
-from tests.e2e.conftest import GATEWAY_URL, MAIL_URL, User, eventually, mails_to
+from tests.e2e.conftest import FAKE_PROVIDER_URL, GATEWAY_URL, MAIL_URL, User, eventually, mails_to
 
 ORDER = {
     "currency": "EUR",
@@ -82,14 +84,19 @@ def test_cancelling_an_order_is_recorded_and_announced(
 def test_sms_and_push_reach_the_provider_when_enabled(
     http: requests.Session, new_user: Callable[..., User]
 ) -> None:
-    from tests.e2e.conftest import FAKE_PROVIDER_URL
+    phone = f"+44770090{random.randint(1000, 9999)}"
+    token = f"e2e-device-{uuid.uuid4().hex}"
+    user = new_user(phone=phone, notification_preferences={"email": True, "sms": True, "push": True})
+    update = http.put(
+        f"{GATEWAY_URL}/api/users/{user.id}", json={"push_token": token}, headers=user.auth, timeout=10
+    )
+    assert update.status_code == 200, update.text
+    # The welcome went out before the token existed; the order's messages use it.
+    http.post(f"{GATEWAY_URL}/api/orders", json=ORDER, headers=user.auth, timeout=10).raise_for_status()
 
-    phone = "+447700900" + str(abs(hash(GATEWAY_URL)) % 900 + 100)
-    user = new_user(phone=phone, notification_preferences={"email": True, "sms": True, "push": False})
+    def received(channel: str, needle: str) -> list[dict[str, Any]]:
+        items = http.get(f"{FAKE_PROVIDER_URL}/_fake/messages", params={"channel": channel}, timeout=5).json()
+        return [m for m in items["items"] if needle in str(m)]
 
-    def sms_for_user() -> list[dict[str, Any]]:
-        messages = http.get(f"{FAKE_PROVIDER_URL}/_fake/messages", timeout=5).json()
-        items = messages["items"] if isinstance(messages, dict) else messages
-        return [m for m in items if phone in str(m)]
-
-    eventually(sms_for_user, what="the welcome SMS at the fake provider")
+    eventually(lambda: received("sms", phone), what="an SMS to the user's phone")
+    eventually(lambda: received("push", token), what="a push to the user's device")
