@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
-from common.errors import MalformedRequest, UnsupportedMediaType, problem_middleware
+from common.errors import InvalidInput, MalformedRequest, UnsupportedMediaType, problem_middleware
 from common.health import HEALTH_CHECKS, liveness, readiness
 from common.logging import request_context_middleware
 from common.metrics import SERVICE_NAME, metrics_handler_for, metrics_middleware
@@ -56,6 +56,13 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
 
 
 def parse_query(request: web.Request, model: type[M]) -> M:
+    # A repeated parameter (?offset=1&offset=2) is ambiguous; refuse it rather than pick one.
+    repeated = sorted({key for key in request.query if len(request.query.getall(key)) > 1})
+    if repeated:
+        raise InvalidInput(
+            "a query parameter is given more than once",
+            errors=[{"field": key, "message": "given more than once"} for key in repeated],
+        )
     return validate(model, dict(request.query))
 
 

@@ -37,6 +37,8 @@ async def test_list_users_is_admin_only_and_paginated_with_total(
     assert bad.status == 422
     unknown = await client.get("/api/users", params={"sort": "x"}, headers=admin.auth)
     assert unknown.status == 422
+    repeated = await client.get("/api/users?offset=1&offset=2", headers=admin.auth)
+    assert repeated.status == 422
 
 
 async def test_unauthenticated_requests_are_401(client: CheckedClient) -> None:
