@@ -121,7 +121,7 @@ class OutboxSettings(BaseSettings):
     outbox_max_backoff_s: float = Field(default=30.0, gt=0, le=600)
 
 
-S = TypeVar("S", bound=BaseSettings)
+S = TypeVar("S")  # a BaseSettings subclass; left unbound so Protocol-typed callers can pass theirs
 
 
 def load_settings(cls: type[S], **overrides: Any) -> S:

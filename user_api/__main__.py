@@ -1,4 +1,4 @@
-"""``python -m user_api serve [--port N]`` | ``migrate`` | ``create-admin EMAIL``."""
+"""``python -m user_api serve [--port N]`` | ``migrate`` | ``create-admin EMAIL [--name NAME]``."""
 
 from __future__ import annotations
 
@@ -8,39 +8,19 @@ import getpass
 import os
 import sys
 
-from aiohttp import web
-
-from common.logging import configure_logging
-from common.settings import SettingsError, load_settings
+from common.cli import ServiceCli, main
+from user_api.admin import create_admin
+from user_api.app import MIGRATIONS, create_app
 from user_api.settings import Settings
 
 
-def _serve(settings: Settings, port: int | None) -> None:
-    from user_api.app import create_app
-
-    web.run_app(
-        create_app(settings),
-        host=settings.http_host,
-        port=port or settings.user_api_port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=10,
-    )
+def _add_create_admin(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    admin = commands.add_parser("create-admin", help="create or promote an admin account")
+    admin.add_argument("email")
+    admin.add_argument("--name", default="Administrator")
 
 
-async def _migrate(settings: Settings) -> None:
-    from common.migrations import ensure_database, migrate_dsn
-    from user_api.app import MIGRATIONS
-
-    if not settings.is_production:
-        await ensure_database(settings.dsn_for("postgres"), settings.user_db_name)
-    applied = await migrate_dsn(settings.dsn, MIGRATIONS)
-    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
-
-
-async def _create_admin(settings: Settings, email: str, name: str) -> int:
-    from user_api.admin import create_admin
-
+def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
     password = os.environ.get("ADMIN_PASSWORD") or ""
     if not password:
         if not sys.stdin.isatty():
@@ -50,37 +30,18 @@ async def _create_admin(settings: Settings, email: str, name: str) -> int:
         if password != getpass.getpass("Repeat: "):
             print("the passwords differ", file=sys.stderr)
             return 2
-    return await create_admin(settings, email, password, name)
+    return asyncio.run(create_admin(settings, args.email, password, args.name))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m user_api")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the HTTP API")
-    serve.add_argument("--port", type=int, default=None)
-    commands.add_parser("migrate", help="create the database if needed and apply migrations")
-    admin = commands.add_parser("create-admin", help="create or promote an admin account")
-    admin.add_argument("email")
-    admin.add_argument("--name", default="Administrator")
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings(Settings)
-    except SettingsError as exc:
-        print(f"user_api: {exc}", file=sys.stderr)
-        return 2
-    configure_logging("user_api", settings.log_level, settings.log_format)
-    if args.command == "serve":
-        try:
-            _serve(settings, args.port)
-        except SettingsError as exc:
-            print(f"user_api: {exc}", file=sys.stderr)
-            return 2
-        return 0
-    if args.command == "migrate":
-        asyncio.run(_migrate(settings))
-        return 0
-    return asyncio.run(_create_admin(settings, args.email, args.name))
-
+CLI = ServiceCli(
+    name="user_api",
+    settings_cls=Settings,
+    create_app=create_app,
+    migrations=MIGRATIONS,
+    database=lambda settings: settings.user_db_name,
+    port=lambda settings: settings.user_api_port,
+    extra_commands={"create-admin": (_add_create_admin, _create_admin)},
+)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(CLI))
