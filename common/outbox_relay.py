@@ -36,7 +36,7 @@ from common.db import PG_POOL
 from common.events import ROUTES, dramatiq_message
 from common.metrics import SERVICE_NAME
 from common.outbox import OUTBOX_CHANNEL
-from common.settings import RabbitSettings
+from common.settings import RelaySettings
 from common.types import CleanupCtx
 
 log = structlog.get_logger(__name__)
@@ -281,34 +281,27 @@ class OutboxRelay:
 OUTBOX_RELAY: web.AppKey[OutboxRelay] = web.AppKey("outbox_relay", OutboxRelay)
 
 
-def outbox_relay_ctx(
-    rabbit: RabbitSettings,
-    *,
-    listen_dsn: str,
-    enabled: bool = True,
-    batch_size: int = 100,
-    poll_interval_s: float = 2.0,
-    max_backoff_s: float = 30.0,
-) -> CleanupCtx:
+def outbox_relay_ctx(settings: RelaySettings, *, listen_dsn: str) -> CleanupCtx:
     """Run the relay for the app's ``PG_POOL`` database; add it after ``pg_pool_ctx``.
 
     ``listen_dsn`` is the same database's DSN: LISTEN needs a connection of its own, outside the
-    pool. With ``enabled=False`` (e.g. a second process that should only serve HTTP) it does nothing.
+    pool. With ``OUTBOX_RELAY_ENABLED=false`` (e.g. a process that should only serve HTTP) it does
+    nothing.
     """
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        if not enabled:
+        if not settings.outbox_relay_enabled:
             log.info("outbox_relay_disabled")
             yield
             return
         relay = OutboxRelay(
             app[PG_POOL],
-            ConfirmingPublisher(rabbit.amqp_url),
+            ConfirmingPublisher(settings.amqp_url),
             service=app[SERVICE_NAME],
             listen_dsn=listen_dsn,
-            batch_size=batch_size,
-            poll_interval_s=poll_interval_s,
-            max_backoff_s=max_backoff_s,
+            batch_size=settings.outbox_batch_size,
+            poll_interval_s=settings.outbox_poll_interval_s,
+            max_backoff_s=settings.outbox_max_backoff_s,
         )
         app[OUTBOX_RELAY] = relay
         relay.start()

@@ -121,6 +121,10 @@ class OutboxSettings(BaseSettings):
     outbox_max_backoff_s: float = Field(default=30.0, gt=0, le=600)
 
 
+class RelaySettings(RabbitSettings, OutboxSettings):
+    """A service that writes an outbox and runs its relay to RabbitMQ."""
+
+
 S = TypeVar("S")  # a BaseSettings subclass; left unbound so Protocol-typed callers can pass theirs
 
 

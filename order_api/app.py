@@ -105,16 +105,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.cleanup_ctx.append(redis_ctx(settings))
     app.cleanup_ctx.append(_user_service_ctx(settings))
-    app.cleanup_ctx.append(
-        outbox_relay_ctx(
-            settings,
-            listen_dsn=settings.dsn,
-            enabled=settings.outbox_relay_enabled,
-            batch_size=settings.outbox_batch_size,
-            poll_interval_s=settings.outbox_poll_interval_s,
-            max_backoff_s=settings.outbox_max_backoff_s,
-        )
-    )
+    app.cleanup_ctx.append(outbox_relay_ctx(settings, listen_dsn=settings.dsn))
     app.cleanup_ctx.append(_idempotency_purge_ctx(settings))
     setup_routes(app)
     return app

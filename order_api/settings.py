@@ -8,15 +8,12 @@ from common.settings import (
     BaseServiceSettings,
     DatabaseSettings,
     JwtSettings,
-    OutboxSettings,
-    RabbitSettings,
     RedisSettings,
+    RelaySettings,
 )
 
 
-class Settings(
-    BaseServiceSettings, DatabaseSettings, RedisSettings, RabbitSettings, JwtSettings, OutboxSettings
-):
+class Settings(BaseServiceSettings, DatabaseSettings, RedisSettings, RelaySettings, JwtSettings):
     order_api_port: int = Field(default=8082, ge=1, le=65535)
     order_db_name: str = "orders"
 

@@ -8,15 +8,12 @@ from common.settings import (
     BaseServiceSettings,
     DatabaseSettings,
     JwtSettings,
-    OutboxSettings,
-    RabbitSettings,
     RedisSettings,
+    RelaySettings,
 )
 
 
-class Settings(
-    BaseServiceSettings, DatabaseSettings, RedisSettings, RabbitSettings, JwtSettings, OutboxSettings
-):
+class Settings(BaseServiceSettings, DatabaseSettings, RedisSettings, RelaySettings, JwtSettings):
     user_api_port: int = Field(default=8081, ge=1, le=65535)
     user_db_name: str = "users"
     # bcrypt cost; 12 is ~250 ms on a current core, the floor for production.
