@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.config.conftest import ROOT, free_port, require_tool
+from tests.config.conftest import ROOT, require_tool
+from tests.net import free_port
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 HEALTHCHECK = ROOT / "docker/healthcheck.py"

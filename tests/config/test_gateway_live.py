@@ -24,7 +24,8 @@ import pytest
 
 from gateway_conf.devcert import ensure_dev_certificate
 from gateway_conf.render import GatewayConfig, config_from_env, make_host_folders, write
-from tests.config.conftest import ROOT, free_port
+from tests.config.conftest import ROOT
+from tests.net import free_port
 
 ECHO = Path(__file__).with_name("echo_upstream.py")
 ALLOWED_ORIGIN = "https://app.example.com"

@@ -16,7 +16,8 @@ from cryptography import x509
 from gateway_conf import render
 from gateway_conf.devcert import ensure_dev_certificate
 from gateway_conf.render import GatewayConfig, RenderError, config_from_env, make_host_folders, write
-from tests.config.conftest import ROOT, free_port
+from tests.config.conftest import ROOT
+from tests.net import free_port
 
 
 def host_config(tmp: Path, **env: str) -> GatewayConfig:

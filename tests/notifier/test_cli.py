@@ -10,8 +10,9 @@ from collections.abc import Callable
 
 import aiohttp
 
+from tests.net import free_port
 from tests.notifier.conftest import REPO_TEMPLATES
-from tests.notifier.helpers import free_port, wait_until
+from tests.notifier.helpers import wait_until
 
 ROOT = REPO_TEMPLATES.parent
 

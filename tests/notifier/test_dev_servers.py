@@ -15,8 +15,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from notifier.smtp_sink import create_http_app, start_smtp
+from tests.net import free_port
 from tests.notifier.conftest import PROVIDER_TOKEN, FakeProvider
-from tests.notifier.helpers import free_port, wait_until
+from tests.notifier.helpers import wait_until
 
 
 async def call(method: str, url: str, **kwargs: Any) -> tuple[int, Any]:

@@ -18,7 +18,7 @@ import dramatiq
 from pamqp.commands import Basic
 
 from common.amqp import dramatiq_queue_arguments
-from tests.order_api.conftest import free_port
+from tests.net import free_port
 
 
 class TcpProxy:

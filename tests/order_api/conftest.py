@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -29,16 +28,10 @@ from common.settings import JwtSettings
 from order_api.app import create_app
 from order_api.routes import OPENAPI_PATH
 from order_api.settings import Settings
+from tests.net import free_port
 from tests.openapi_check import CheckedClient, load_spec
 
 SPEC = load_spec(OPENAPI_PATH)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

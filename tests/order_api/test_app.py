@@ -21,9 +21,10 @@ from order_api.app import create_app
 from order_api.processing import process_order_created
 from order_api.settings import Settings
 from order_api.state import DEPS
+from tests.net import free_port
 from tests.openapi_check import CheckedClient
 from tests.order_api.broker_tools import QueueReader
-from tests.order_api.conftest import SPEC, free_port, order_body, override
+from tests.order_api.conftest import SPEC, order_body, override
 from user_api.app import create_app as create_user_app
 from user_api.settings import Settings as UserSettings
 

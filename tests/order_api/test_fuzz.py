@@ -20,7 +20,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from order_api.routes import OPENAPI_PATH
-from tests.order_api.conftest import free_port
+from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 schema = schemathesis.openapi.from_path(str(OPENAPI_PATH))

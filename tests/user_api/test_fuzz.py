@@ -7,7 +7,6 @@ service runs as a real process on its own port, as in production.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,21 +19,16 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+from tests.net import free_port
 from user_api.routes import OPENAPI_PATH
 
 ROOT = Path(__file__).resolve().parents[2]
 schema = schemathesis.openapi.from_path(str(OPENAPI_PATH))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def live_service(users_db: str, jwt_keys: dict[str, str]) -> Iterator[dict[str, str]]:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "USER_DB_NAME": users_db,

@@ -20,9 +20,10 @@ import workers
 from common.migrations import migrate_dsn
 from order_api.app import MIGRATIONS as ORDER_MIGRATIONS
 from tests.conftest import pg_dsn
+from tests.net import free_port
 from tests.notifier import conftest as notifier_fixtures
 from tests.notifier.conftest import PROVIDER_TOKEN, REPO_TEMPLATES, FakeProvider
-from tests.notifier.helpers import SmtpServer, free_port
+from tests.notifier.helpers import SmtpServer
 from workers.actors import ACTORS
 from workers.broker import bind_actors, build_broker
 from workers.dlq import DeadLetterQueues

@@ -16,8 +16,8 @@ from notifier import repository
 from notifier.app import create_app
 from notifier.routes import OPENAPI_PATH
 from notifier.settings import NotifierSettings
+from tests.net import free_port
 from tests.notifier.api.conftest import ANNOUNCEMENT, SPEC, Caller, StandInUserService, TokenMinter
-from tests.notifier.helpers import free_port
 from tests.openapi_check import CheckedClient, app_operations, documented_operations
 
 # --- the document ---------------------------------------------------------------------------
