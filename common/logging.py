@@ -70,6 +70,12 @@ def trace_id_from_headers(headers: Mapping[str, str]) -> str:
     return uuid.uuid4().hex
 
 
+def bind_trace_id(trace_id: object) -> None:
+    """Bind ``trace.id`` for the rest of this task (a worker's job): its log lines carry it."""
+    if isinstance(trace_id, str) and trace_id:
+        structlog.contextvars.bind_contextvars(**{"trace.id": trace_id})
+
+
 def current_trace_id() -> str | None:
     value = structlog.contextvars.get_contextvars().get("trace.id")
     return str(value) if value else None

@@ -16,6 +16,7 @@ import asyncpg
 import structlog
 from prometheus_client import Counter
 
+from common.logging import bind_trace_id
 from notifier import repository
 from notifier.channels import Outgoing, PermanentFailure, Sender, TransientFailure
 from notifier.templates import TemplateProblem, TemplateRenderer
@@ -61,7 +62,8 @@ async def deliver(deps: DeliveryDeps, notification_id: str, *, replay: bool = Fa
         return await _not_claimable(deps, notification_id)
 
     channel = row["channel"]
-    bound = bound.bind(channel=channel, attempt=row["attempts"], trace_id=row["trace_id"])
+    bind_trace_id(row["trace_id"])  # ECS trace.id on every line of this delivery
+    bound = bound.bind(channel=channel, attempt=row["attempts"])
     context = repository.context_of(row)
     try:
         content = deps.renderer.render(row["template"], channel, context)

@@ -15,6 +15,7 @@ import structlog
 from dramatiq.middleware import CurrentMessage
 
 from common.errors import NotFound
+from common.logging import bind_trace_id
 from notifier import delivery
 from notifier.channels import TransientFailure
 from notifier.delivery import NotificationBusy, NotificationDead
@@ -30,6 +31,8 @@ log = structlog.get_logger(__name__)
 # retrying: straight to the dead-letter queue, where an operator can look at it.
 @dramatiq.actor(actor_name="orders.process", queue_name="orders", throws=(ValueError, NotFound))
 async def process_order(event: dict[str, Any]) -> None:
+    # Each actor runs as its own task, so the binding stays with this message.
+    bind_trace_id(event.get("trace_id"))
     current = resources()
     outcome = await process_order_created(
         current.orders_pool, event, max_order_total=current.settings.max_order_total
@@ -41,6 +44,7 @@ async def process_order(event: dict[str, Any]) -> None:
 # cannot fix it, and dropping it would lose it.
 @dramatiq.actor(actor_name="notifications.fanout", queue_name="notifications", throws=(InvalidEvent,))
 async def fanout(event: dict[str, Any]) -> None:
+    bind_trace_id(event.get("trace_id"))
     await fan_out(resources().notifications_pool, event, enqueue=enqueue_delivery)
 
 
