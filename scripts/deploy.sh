@@ -213,7 +213,7 @@ deploy_compose() { # staging|production VERSION
   step "building images $version"
   IMAGE_TAG="$version" docker compose "${files[@]}" build
   step "starting $env"
-  IMAGE_TAG="$version" docker compose "${files[@]}" up -d --remove-orphans
+  IMAGE_TAG="$version" docker compose "${files[@]}" up -d --remove-orphans --wait
   IMAGE_TAG="$version" docker compose "${files[@]}" ps
 }
 
