@@ -8,12 +8,20 @@ services are (host ports or compose service names) and where nginx keeps its fil
 
 Every value that ends up in the configuration is validated first, so a stray quote or
 semicolon in an environment variable is an error here rather than a hole in nginx's config.
-Only the standard library is needed, except for ``--self-signed-if-missing`` (cryptography).
+Only the standard library is needed, except for ``--self-signed-if-missing`` (cryptography) and
+the API console's assets (the swagger-ui-py package, found without importing it).
+
+The API console at ``/docs`` is ``gateway_conf/docs/`` (the page and its initializer) plus Swagger
+UI's own files. In host mode nginx serves both where they are: this folder, and the package's
+``static/`` folder in the virtualenv. In compose mode nginx runs in its own image, without this
+package or the virtualenv, so the renderer copies both into ``/etc/gateway/conf/docs/``: the
+``gateway-conf`` volume the gateway already mounts (read-only) for its configuration.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import ipaddress
 import os
 import re
@@ -27,6 +35,21 @@ from typing import Any, Literal
 
 TEMPLATES = Path(__file__).parent / "templates"
 ROOT = Path(__file__).resolve().parent.parent
+# The API console's own page and initializer; Swagger UI's files come from swagger-ui-py.
+DOCS_SITE = Path(__file__).resolve().parent / "docs"
+DOCS_PAGE_FILES = ("index.html", "swagger-initializer.js")
+SWAGGER_UI_PACKAGE = "swagger_ui"
+# The Swagger UI files the page loads: nginx serves these and no other file of the package.
+SWAGGER_UI_ASSETS = (
+    "swagger-ui.css",
+    "index.css",
+    "swagger-ui-bundle.js",
+    "swagger-ui-standalone-preset.js",
+    "favicon-32x32.png",
+    "favicon-16x16.png",
+)
+# Compose mode: the gateway container mounts the gateway-conf volume here (docker-compose.yml).
+COMPOSE_CONF_DIR = "/etc/gateway/conf"
 SERVICES = ("user_api", "order_api", "notifier")
 PLACEHOLDER = re.compile(r"\{\{ ([a-z][a-z0-9_]*) \}\}")
 
@@ -71,6 +94,9 @@ class GatewayConfig:
     error_log: str
     access_log: str  # a path, with buffering parameters if wanted ("file buffer=32k flush=1s")
     temp_dir: str
+    # The API console: the folder with index.html, and the folder with Swagger UI's files.
+    docs_dir: str
+    swagger_ui_dir: str
     http_port: int = 80
     https_port: int = 443
     # The HTTPS port clients see (differs from https_port behind compose's port publishing).
@@ -156,6 +182,8 @@ def _validate(cfg: GatewayConfig) -> None:
         (cfg.pid_file, "pid file"),
         (cfg.error_log, "error log"),
         (cfg.temp_dir, "temp dir"),
+        (cfg.docs_dir, "API console folder"),
+        (cfg.swagger_ui_dir, "Swagger UI folder"),
     ):
         _path(value, what)
     log_path, *log_options = cfg.access_log.split(" ")
@@ -232,6 +260,8 @@ def _error_pages() -> str:
         lines += [
             f"location @problem_{status} {{",
             "    include snippets/api_headers.conf;",
+            # No extension-based type (nginx's built-in "html" -> text/html on /x.html).
+            "    types { }",
             "    default_type application/problem+json;",
             f"    return {status} '{body}';",
             "}",
@@ -279,6 +309,9 @@ def values(cfg: GatewayConfig) -> dict[str, str]:
         "status_listen": cfg.status_listen,
         "status_allow": status_allow,
         "error_pages": _error_pages(),
+        "docs_dir": cfg.docs_dir.rstrip("/"),
+        "swagger_ui_dir": cfg.swagger_ui_dir.rstrip("/"),
+        "swagger_ui_assets": "|".join(name.replace(".", r"\.") for name in SWAGGER_UI_ASSETS),
     }
 
 
@@ -322,6 +355,40 @@ def make_host_folders(cfg: GatewayConfig) -> None:
         folder.mkdir(parents=True, exist_ok=True)
 
 
+# --- the API console's files ------------------------------------------------------------------
+
+
+def swagger_ui_static() -> Path:
+    """Swagger UI's files in the installed swagger-ui-py package (not imported: only found)."""
+    spec = importlib.util.find_spec(SWAGGER_UI_PACKAGE)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    if not folders:
+        raise RenderError("the API console needs the swagger-ui-py package: pip install -e . (setup.cfg)")
+    static = Path(folders[0]) / "static"
+    missing = [name for name in SWAGGER_UI_ASSETS if not (static / name).is_file()]
+    if missing:
+        raise RenderError(f"swagger-ui-py at {static} lacks {', '.join(missing)}")
+    return static
+
+
+def publish_docs(cfg: GatewayConfig) -> None:
+    """Put the API console's files where ``cfg`` tells nginx to find them.
+
+    Nothing to do in host mode, which serves them in place (this package and the virtualenv);
+    compose mode copies them next to the configuration, into the volume the nginx container mounts.
+    """
+    sources = [(DOCS_SITE / name, Path(cfg.docs_dir) / name) for name in DOCS_PAGE_FILES]
+    static = swagger_ui_static()
+    sources += [(static / name, Path(cfg.swagger_ui_dir) / name) for name in SWAGGER_UI_ASSETS]
+    for source, target in sources:
+        if source.resolve() == target.resolve():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.copyfile(source, tmp)
+        tmp.replace(target)
+
+
 # --- defaults per mode, from the environment ---------------------------------------------------
 
 
@@ -358,7 +425,7 @@ def _host_upstreams(env: Mapping[str, str]) -> dict[str, list[str]]:
         "order_api": f"127.0.0.1:{order},127.0.0.1:{order + 10}",
         "notifier": f"127.0.0.1:{notifier}",
     }
-    return {name: _split(env.get(_upstream_variable(name), "") or defaults[name]) for name in SERVICES}
+    return _upstreams(env, defaults)
 
 
 def _compose_upstreams(env: Mapping[str, str]) -> dict[str, list[str]]:
@@ -367,11 +434,17 @@ def _compose_upstreams(env: Mapping[str, str]) -> dict[str, list[str]]:
         "order_api": f"order-service:{_env_int(env, 'ORDER_API_PORT', 8082)}",
         "notifier": f"notification-service:{_env_int(env, 'NOTIFIER_PORT', 8083)}",
     }
-    return {name: _split(env.get(_upstream_variable(name), "") or defaults[name]) for name in SERVICES}
+    return _upstreams(env, defaults)
 
 
-def _upstream_variable(service: str) -> str:
-    return f"GATEWAY_{service.upper()}_UPSTREAMS"
+def _upstreams(env: Mapping[str, str], defaults: Mapping[str, str]) -> dict[str, list[str]]:
+    # Each variable spelled out, so that a search for it (tests/config/test_env_contract.py) finds this.
+    given = {
+        "user_api": env.get("GATEWAY_USER_API_UPSTREAMS", ""),
+        "order_api": env.get("GATEWAY_ORDER_API_UPSTREAMS", ""),
+        "notifier": env.get("GATEWAY_NOTIFIER_UPSTREAMS", ""),
+    }
+    return {name: _split(given[name] or defaults[name]) for name in SERVICES}
 
 
 def detect_http2(nginx: str | None = None) -> Http2:
@@ -419,6 +492,8 @@ def config_from_env(
             error_log=str(log_dir / "gateway.error.log"),
             access_log=f"{log_dir / 'gateway.access.log'} buffer=32k flush=1s",
             temp_dir=str(prefix / "temp"),
+            docs_dir=str(DOCS_SITE),
+            swagger_ui_dir=str(swagger_ui_static()),
             http_port=_env_int(env, "GATEWAY_HTTP_PORT", 80),
             https_port=https_port,
             public_https_port=https_port,
@@ -440,6 +515,8 @@ def config_from_env(
         error_log="/dev/stderr",
         access_log="/dev/stdout",
         temp_dir="/var/cache/nginx",
+        docs_dir=f"{COMPOSE_CONF_DIR}/docs",
+        swagger_ui_dir=f"{COMPOSE_CONF_DIR}/docs/swagger-ui",
         public_https_port=_env_int(env, "GATEWAY_HTTPS_PORT", 443),
         status_listen="8080",
         # Prometheus' nginx exporter reaches it over the compose network; nothing publishes it.
@@ -466,6 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = config_from_env(args.mode, os.environ, worker_user=args.worker_user)
         conf = write(cfg, args.out)
+        publish_docs(cfg)
         if cfg.mode == "host":
             make_host_folders(cfg)
         if args.self_signed_if_missing:
