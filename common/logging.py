@@ -60,7 +60,8 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
 
 def trace_id_from_headers(headers: Mapping[str, str]) -> str:
     """The W3C trace id if a valid traceparent came in, else a sane X-Request-ID, else a new id."""
-    traceparent = headers.get("traceparent", "").strip().lower()
+    # W3C: lower-case hex only; the gateway applies the same rule, so both pick the same id.
+    traceparent = headers.get("traceparent", "").strip()
     match = TRACEPARENT_RE.match(traceparent)
     if match and match.group(1) != "0" * 32:
         return match.group(1)

@@ -39,8 +39,15 @@ class BaseServiceSettings(BaseSettings):
         return self.app_env in ("production", "staging")
 
     def secret_values(self) -> dict[str, str]:
-        """Secrets to check against the example values; subclasses extend it."""
-        return {}
+        """Secrets to check against the example values: every password the mixins define.
+
+        Subclasses extend it with their own (provider tokens, SMTP password).
+        """
+        return {
+            name.upper(): str(getattr(self, name))
+            for name in ("db_password", "rabbitmq_password", "redis_password")
+            if name in type(self).model_fields
+        }
 
     @model_validator(mode="after")
     def _refuse_example_secrets(self) -> BaseServiceSettings:

@@ -92,9 +92,6 @@ class NotifierSettings(
     user_service_url: str = "http://127.0.0.1:8081"
     user_service_timeout_s: float = Field(default=3.0, gt=0, le=30)
 
-    def secret_values(self) -> dict[str, str]:
-        return {"DB_PASSWORD": self.db_password, "RABBITMQ_PASSWORD": self.rabbitmq_password}
-
     @property
     def dsn(self) -> str:
         return self.dsn_for(self.notification_db_name)

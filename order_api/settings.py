@@ -28,9 +28,6 @@ class Settings(BaseServiceSettings, DatabaseSettings, RedisSettings, RelaySettin
     idempotency_key_ttl_s: int = Field(default=24 * 3600, ge=60, le=30 * 24 * 3600)
     idempotency_purge_interval_s: float = Field(default=3600.0, gt=0)
 
-    def secret_values(self) -> dict[str, str]:
-        return {"DB_PASSWORD": self.db_password, "RABBITMQ_PASSWORD": self.rabbitmq_password}
-
     @property
     def dsn(self) -> str:
         return self.dsn_for(self.order_db_name)

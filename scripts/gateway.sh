@@ -54,7 +54,7 @@ ensure_nginx() {
 }
 
 python_bin() {
-  [ -x "$PY" ] || ensure_venv
+  ensure_venv >&2  # cheap when up to date; a changed setup.cfg (new dependency) reinstalls
   echo "$PY"
 }
 

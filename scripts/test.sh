@@ -19,6 +19,9 @@ step "ruff"
 step "mypy --strict"
 "$VENV/bin/mypy"
 
+step "security scan (bandit, committed secrets)"
+bash "$ROOT/scripts/security-scan.sh"
+
 if [ -f notifier/templates.py ] || [ -d notifier/templates ]; then
   step "notification templates"
   "$PY" -m notifier.templates check

@@ -26,9 +26,6 @@ class Settings(BaseServiceSettings, DatabaseSettings, RedisSettings, RelaySettin
     # Comma-separated addresses whose X-Forwarded-For / X-Real-IP we believe (the gateway).
     trusted_proxies: str = "127.0.0.1,::1"
 
-    def secret_values(self) -> dict[str, str]:
-        return {"DB_PASSWORD": self.db_password, "RABBITMQ_PASSWORD": self.rabbitmq_password}
-
     @property
     def dsn(self) -> str:
         return self.dsn_for(self.user_db_name)

@@ -31,7 +31,7 @@ class WorkerSettings(
     rabbitmq_heartbeat_s: int = Field(default=30, ge=0, le=600)
 
     def secret_values(self) -> dict[str, str]:
-        secrets = {"DB_PASSWORD": self.db_password, "RABBITMQ_PASSWORD": self.rabbitmq_password}
+        secrets = super().secret_values()
         secrets.update(self.delivery_secrets())
         # The fake provider's development token must never reach a real provider.
         return {name: ("" if value.startswith("dev-") else value) for name, value in secrets.items()}

@@ -62,6 +62,7 @@ def test_the_service_refuses_to_start_in_production_without_keys(tmp_path: Path)
         "APP_ENV": "production",
         "DB_PASSWORD": "a-real-password-1",
         "RABBITMQ_PASSWORD": "a-real-password-2",
+        "REDIS_PASSWORD": "a-real-password-3",
         "JWT_PUBLIC_KEY_FILE": str(tmp_path / "missing.pem"),
         "JWT_PRIVATE_KEY_FILE": str(tmp_path / "missing-private.pem"),
         "DB_HOST": "127.0.0.1",

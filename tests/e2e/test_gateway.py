@@ -45,6 +45,14 @@ def test_a_request_id_is_passed_through_to_the_service(http: requests.Session) -
     response = http.get(f"{GATEWAY_URL}/api/users/me", headers={"X-Request-ID": "e2e-trace-42"}, timeout=5)
     assert response.status_code == 401
     assert response.headers["X-Request-ID"] == "e2e-trace-42"
+    # A W3C traceparent wins, at the gateway as in the services: one id in every log.
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    traced = http.get(
+        f"{GATEWAY_URL}/api/users/me",
+        headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01", "X-Request-ID": "ignored-1"},
+        timeout=5,
+    )
+    assert traced.headers["X-Request-ID"] == trace
 
 
 def test_object_level_authorization_through_the_gateway(
