@@ -203,7 +203,7 @@ def test_every_variable_the_deployment_reads_is_documented() -> None:
     documented = set(env_example_variables()) | set(
         re.findall(r"`([A-Z][A-Z0-9_]*)`", (ROOT / "docs/deployment.md").read_text())
     )
-    render_py = (ROOT / "gateway_conf/render.py").read_text()
+    render_py = "".join(p.read_text() for p in sorted((ROOT / "gateway_conf").glob("*.py")))
     gateway_variables = set(re.findall(r"['\"]((?:GATEWAY|CORS)_[A-Z0-9_]+)['\"]", render_py))
     gateway_variables |= {f"GATEWAY_{s.upper()}_UPSTREAMS" for s in ("user_api", "order_api", "notifier")}
     needed: set[str] = set(gateway_variables)

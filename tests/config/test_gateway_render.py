@@ -15,7 +15,8 @@ from cryptography import x509
 
 from gateway_conf import render
 from gateway_conf.devcert import ensure_dev_certificate
-from gateway_conf.render import GatewayConfig, RenderError, config_from_env, make_host_folders, write
+from gateway_conf.environment import config_from_env, detect_http2
+from gateway_conf.render import GatewayConfig, RenderError, make_host_folders, write
 from tests.config.conftest import ROOT
 from tests.net import free_port
 
@@ -64,7 +65,7 @@ def test_host_mode_instances_and_ports_come_from_the_environment(tmp_path: Path)
 
 
 def test_host_mode_passes_nginx_t(nginx_bin: str, tmp_path: Path) -> None:
-    cfg = dataclasses.replace(host_config(tmp_path), http2=render.detect_http2(nginx_bin))
+    cfg = dataclasses.replace(host_config(tmp_path), http2=detect_http2(nginx_bin))
     make_host_folders(cfg)
     ensure_dev_certificate(Path(cfg.tls_cert), Path(cfg.tls_key), server_name="localhost", app_env="test")
     result = nginx_test(nginx_bin, cfg, tmp_path)
@@ -133,7 +134,7 @@ def test_compose_mode_passes_nginx_t(nginx_bin: str, tmp_path: Path) -> None:
         temp_dir=str(tmp_path / "temp"),
         tls_cert=str(tmp_path / "tls/tls.crt"),
         tls_key=str(tmp_path / "tls/tls.key"),
-        http2=render.detect_http2(nginx_bin),
+        http2=detect_http2(nginx_bin),
     )
     (tmp_path / "temp").mkdir()
     ensure_dev_certificate(

@@ -21,7 +21,8 @@ import pytest
 
 from gateway_conf import render
 from gateway_conf.devcert import ensure_dev_certificate
-from gateway_conf.render import GatewayConfig, config_from_env, make_host_folders, publish_docs, write
+from gateway_conf.environment import config_from_env, detect_http2
+from gateway_conf.render import GatewayConfig, make_host_folders, publish_docs, write
 from tests.net import free_port
 
 DOCS_CSP = (
@@ -68,7 +69,7 @@ def _serve(nginx: str, cfg: GatewayConfig, tmp: Path) -> Iterator[int]:
         access_log=str(tmp / "access.log"),
         tls_cert=str(tmp / "tls/tls.crt"),
         tls_key=str(tmp / "tls/tls.key"),
-        http2=render.detect_http2(nginx),
+        http2=detect_http2(nginx),
     )
     make_host_folders(cfg)
     ensure_dev_certificate(Path(cfg.tls_cert), Path(cfg.tls_key), server_name="localhost", app_env="test")
