@@ -16,7 +16,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,18 @@ class Gateway:
 
     def log_entries(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.access_log.read_text().splitlines() if line.strip()]
+
+    def matching_log_entries(
+        self, predicate: Callable[[dict[str, Any]], bool], at_least: int = 1
+    ) -> list[dict[str, Any]]:
+        """Lines matching ``predicate``, waiting a moment for them: nginx writes a line only once
+        the response is out, so the client can be ahead of the log."""
+        deadline = time.monotonic() + 5
+        while True:
+            found = [e for e in self.log_entries() if predicate(e)]
+            if len(found) >= at_least or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, seconds: float = 15) -> None:
@@ -317,7 +329,7 @@ def test_request_id_is_generated_passed_on_and_logged(gateway: Gateway) -> None:
     request_id = answer.json()["headers"]["X-Request-ID"]
     assert len(request_id) == 32
     assert answer.headers.get_all("X-Request-ID") == [request_id]
-    entry = next(e for e in gateway.log_entries() if e["http.request.id"] == request_id)
+    [entry] = gateway.matching_log_entries(lambda e: e["http.request.id"] == request_id)
     assert entry["url.original"] == "/api/orders/1"
     assert entry["http.response.status_code"] == 200
     assert entry["gateway.upstream_addr"] in {
@@ -431,7 +443,7 @@ def test_login_burst_gets_429_not_503(gateway: Gateway) -> None:
     assert limited.json()["title"] == "Too Many Requests"
     assert_security_headers(limited)
     assert limited.headers.get_all("Cache-Control") == ["no-store"]
-    rejected = [e for e in gateway.log_entries() if e["gateway.rate_limit"] == "REJECTED"]
+    rejected = gateway.matching_log_entries(lambda e: e["gateway.rate_limit"] == "REJECTED", at_least=6)
     assert len(rejected) >= 6
     # The login zone is its own: other routes still answer.
     assert gateway.request("GET", "/api/users").status == 200
