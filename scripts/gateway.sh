@@ -61,8 +61,17 @@ python_bin() {
 render() {
   local user_args=()
   if [ "$(id -u)" -eq 0 ]; then
-    # A root master drops its workers to an unprivileged user.
-    if id -u www-data >/dev/null 2>&1; then user_args=(--worker-user www-data); else user_args=(--worker-user nobody); fi
+    # A root master drops its workers to an unprivileged user, provided that user can reach the
+    # checkout (the /docs assets and nginx's temp folders live in it). A checkout inside a
+    # private folder (a CI clone under a 0700 mktemp dir) cannot be reached: there the workers
+    # keep root, which is acceptable for this development-only host mode and said out loud.
+    local worker=nobody
+    id -u www-data >/dev/null 2>&1 && worker=www-data
+    if command -v runuser >/dev/null && ! runuser -u "$worker" -- test -r "$ROOT/gateway_conf/docs/index.html" 2>/dev/null; then
+      warn "$worker cannot read $ROOT (a private parent folder?): the gateway's workers run as root"
+      worker=root
+    fi
+    user_args=(--worker-user "$worker")
   fi
   local python out
   python=$(python_bin)
