@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from decimal import Decimal
+from typing import Any, NoReturn, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -40,18 +41,55 @@ def base_application(service: str, *, max_body_bytes: int = MAX_BODY_BYTES) -> w
     return app
 
 
-async def parse_body(request: web.Request, model: type[M]) -> M:
-    """Read and validate a JSON body: 415 for another media type, 400 for broken JSON, 422 else."""
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a number")
+
+
+def _unstorable(value: object, where: str = "body") -> str | None:
+    """Where a string holds what PostgreSQL text and UTF-8 cannot (NUL, lone surrogates), if any."""
+    if isinstance(value, str):
+        if "\x00" in value or any("\ud800" <= ch <= "\udfff" for ch in value):
+            return where
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _unstorable(key, where) or _unstorable(item, f"{where}.{key}" if where != "body" else key)
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _unstorable(item, f"{where}.{index}")
+            if found:
+                return found
+    return None
+
+
+async def parse_body(request: web.Request, model: type[M], *, exact_numbers: bool = False) -> M:
+    """Read and validate a JSON body: 415 for another media type, 400 for broken JSON, 422 else.
+
+    With ``exact_numbers``, JSON numbers with a fraction become ``Decimal`` (money), never binary
+    floats, and NaN/Infinity are malformed.
+    """
     if request.content_type != "application/json":
         raise UnsupportedMediaType("send the body as application/json")
     raw = await request.read()
     try:
-        data = json.loads(raw)
+        if exact_numbers:
+            data = json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+        else:
+            data = json.loads(raw)
+        unstorable = _unstorable(data)
     except (ValueError, UnicodeDecodeError):
         raise MalformedRequest("the body is not valid JSON") from None
     except RecursionError:
         # json.loads recurses per nesting level; 64 KiB of "[" would otherwise be a 500.
         raise MalformedRequest("the body is nested too deeply") from None
+    if unstorable:
+        # Valid JSON ("\u0000", "\udbfc") that no database column or email header can hold.
+        raise InvalidInput(
+            "the body contains NUL characters or unpaired UTF-16 surrogates",
+            errors=[{"field": unstorable, "message": "contains NUL or an unpaired surrogate"}],
+        )
     return validate(model, data)
 
 
