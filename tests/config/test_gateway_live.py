@@ -26,7 +26,7 @@ from gateway_conf.devcert import ensure_dev_certificate
 from gateway_conf.environment import config_from_env
 from gateway_conf.render import GatewayConfig, make_host_folders, write
 from tests.config.conftest import ROOT
-from tests.net import free_port
+from tests.net import free_port, stop_process, wait_for_port
 
 ECHO = Path(__file__).with_name("echo_upstream.py")
 ALLOWED_ORIGIN = "https://app.example.com"
@@ -116,19 +116,6 @@ class Gateway:
             time.sleep(0.05)
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, seconds: float = 15) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        try:
-            http.client.HTTPConnection("127.0.0.1", port, timeout=1).connect()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on {port} within {seconds} s")
-
-
 def _render_host_config(tmp: Path, instances: dict[str, int], ports: dict[str, int]) -> GatewayConfig:
     def addresses(*names: str) -> str:
         return ",".join(f"127.0.0.1:{instances[name]}" for name in names)
@@ -162,16 +149,6 @@ def _start_nginx(nginx: str, tmp: Path, cfg: GatewayConfig) -> subprocess.Popen[
     return subprocess.Popen([nginx, *prefix, "-g", "daemon off;"])
 
 
-def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture(scope="module")
 def gateway(nginx_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("gateway")
@@ -187,10 +164,10 @@ def gateway(nginx_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     nginx = None
     try:
         for name, port in instances.items():
-            _wait_for_port(port, processes[name], name)
+            wait_for_port(port, processes[name], name)
         cfg = _render_host_config(tmp, instances, ports)
         nginx = _start_nginx(nginx_bin, tmp, cfg)
-        _wait_for_port(ports["http"], nginx, "nginx")
+        wait_for_port(ports["http"], nginx, "nginx")
         yield Gateway(
             http_port=ports["http"],
             https_port=ports["https"],
@@ -202,9 +179,9 @@ def gateway(nginx_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         )
     finally:
         if nginx is not None:
-            _stop(nginx, signal.SIGQUIT)
+            stop_process(nginx, signal.SIGQUIT)
         for process in processes.values():
-            _stop(process)
+            stop_process(process)
 
 
 def assert_security_headers(answer: Answer) -> None:
@@ -508,14 +485,14 @@ def test_https_redirect_keeps_health_on_plain_http(nginx_bin: str, tmp_path: Pat
     cfg = dataclasses.replace(_render_host_config(tmp_path, upstream, ports), https_redirect=True)
     nginx = _start_nginx(nginx_bin, tmp_path, cfg)
     try:
-        _wait_for_port(ports["http"], nginx, "nginx")
+        wait_for_port(ports["http"], nginx, "nginx")
         gw = Gateway(ports["http"], ports["https"], ports["status"], {}, {}, tmp_path, Path(cfg.tls_cert))
         redirect = gw.request("GET", "/api/users?limit=1", headers={"Host": "api.example.com"})
         assert redirect.status == 308
         assert redirect.header("Location") == f"https://api.example.com:{ports['https']}/api/users?limit=1"
         assert gw.request("GET", "/health").status == 200
     finally:
-        _stop(nginx, signal.SIGQUIT)
+        stop_process(nginx, signal.SIGQUIT)
 
 
 def test_tls_offers_http2(gateway: Gateway) -> None:

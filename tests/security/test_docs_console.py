@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from gateway_conf import render
 from gateway_conf.devcert import ensure_dev_certificate
 from gateway_conf.environment import config_from_env, detect_http2
 from gateway_conf.render import GatewayConfig, make_host_folders, publish_docs, write
-from tests.net import free_port
+from tests.net import free_port, stop_process, wait_for_port
 
 DOCS_CSP = (
     "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
@@ -79,23 +78,10 @@ def _serve(nginx: str, cfg: GatewayConfig, tmp: Path) -> Iterator[int]:
     assert check.returncode == 0, check.stderr
     process = subprocess.Popen([nginx, *args, "-g", "daemon off;"])
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                http.client.HTTPConnection("127.0.0.1", port, timeout=1).connect()
-                break
-            except OSError:
-                assert process.poll() is None, "nginx exited"
-                assert time.monotonic() < deadline, "nginx did not listen"
-                time.sleep(0.05)
+        wait_for_port(port, process, "nginx")
         yield port
     finally:
-        process.send_signal(signal.SIGQUIT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, signal.SIGQUIT)
 
 
 @pytest.fixture(scope="module")
