@@ -137,6 +137,8 @@ def config_from_env(
             http2=detect_http2(),
             **common,
         )
+    if mode == "kubernetes":
+        return _kubernetes_config(env, common)
     # compose: nginx listens on 80/443 inside its container; GATEWAY_HTTP(S)_PORT are the
     # published ports, which only matter for the redirect's target.
     return GatewayConfig(
@@ -157,6 +159,46 @@ def config_from_env(
         worker_user="nginx",
         # Docker's embedded DNS: replicas that come and go are picked up without a reload.
         resolver="127.0.0.11",
+        http2="directive",
+        **common,
+    )
+
+
+def _kubernetes_upstreams(env: Mapping[str, str]) -> dict[str, list[str]]:
+    # The Services of deploy/k8s/base: a ClusterIP is a stable virtual address in front of every
+    # ready pod, so nginx resolves each name once at start and needs no resolver of its own.
+    defaults = {
+        "user_api": f"user-api:{_env_int(env, 'USER_API_PORT', 8081)}",
+        "order_api": f"order-api:{_env_int(env, 'ORDER_API_PORT', 8082)}",
+        "notifier": f"notifier:{_env_int(env, 'NOTIFIER_PORT', 8083)}",
+    }
+    return _upstreams(env, defaults)
+
+
+def _kubernetes_config(env: Mapping[str, str], common: Mapping[str, Any]) -> GatewayConfig:
+    """deploy/k8s: rendered by the gateway pod's init container into an emptyDir.
+
+    nginx runs as its image's unprivileged user on a read-only root filesystem, so it listens on
+    8080/8443 (the Service maps 80/443 to them) and writes only under /tmp (an emptyDir). The
+    status server is for the nginx-exporter sidecar in the same pod, hence loopback only.
+    """
+    return GatewayConfig(
+        mode="kubernetes",
+        upstreams=_kubernetes_upstreams(env),
+        tls_cert="/etc/gateway/tls/tls.crt",
+        tls_key="/etc/gateway/tls/tls.key",
+        pid_file="/tmp/nginx/nginx.pid",  # noqa: S108 - an emptyDir of the pod's own
+        error_log="/dev/stderr",
+        access_log="/dev/stdout",
+        temp_dir="/tmp/nginx",  # noqa: S108 - an emptyDir of the pod's own
+        docs_dir=f"{COMPOSE_CONF_DIR}/docs",
+        swagger_ui_dir=f"{COMPOSE_CONF_DIR}/docs/swagger-ui",
+        http_port=8080,
+        https_port=8443,
+        public_https_port=_env_int(env, "GATEWAY_HTTPS_PORT", 443),
+        status_listen="127.0.0.1:8081",
+        status_allow=("127.0.0.1",),
+        worker_user=None,
         http2="directive",
         **common,
     )

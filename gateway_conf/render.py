@@ -52,7 +52,7 @@ COMPOSE_CONF_DIR = "/etc/gateway/conf"
 SERVICES = ("user_api", "order_api", "notifier")
 PLACEHOLDER = re.compile(r"\{\{ ([a-z][a-z0-9_]*) \}\}")
 
-Mode = Literal["host", "compose"]
+Mode = Literal["host", "compose", "kubernetes"]
 Http2 = Literal["directive", "listen", "off"]
 
 # The gateway's own errors, in the services' problem+json shape.
@@ -390,7 +390,7 @@ def publish_docs(cfg: GatewayConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway_conf.render", description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=("host", "compose"), required=True)
+    parser.add_argument("--mode", choices=("host", "compose", "kubernetes"), required=True)
     parser.add_argument("--out", type=Path, required=True, help="folder for nginx.conf and snippets/")
     parser.add_argument("--worker-user", default=None, help="nginx 'user' directive (when run as root)")
     parser.add_argument(
