@@ -1,6 +1,8 @@
 """Liveness (``/health``: the process answers) and readiness (``/health/ready``: its dependencies do).
 
 Readiness names the dependency that failed, so an operator reading a 503 knows where to look.
+A check that raises ``Degraded`` marks its component DEGRADED: still ready (200), status
+"DEGRADED", so the instance keeps its traffic while the detail says what is wrong.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ HEALTH_CHECKS: web.AppKey[dict[str, HealthCheck]] = web.AppKey("health_checks", 
 CHECK_TIMEOUT_S = 2.0
 
 
+class Degraded(Exception):
+    """The component works, but not as configured (e.g. serving the last good templates)."""
+
+
 def add_health_check(app: web.Application, name: str, check: HealthCheck) -> None:
     app[HEALTH_CHECKS][name] = check
 
@@ -28,6 +34,8 @@ async def liveness(request: web.Request) -> web.Response:
 async def _run_check(check: HealthCheck) -> str | None:
     try:
         await asyncio.wait_for(check(), timeout=CHECK_TIMEOUT_S)
+    except Degraded:
+        raise
     except TimeoutError:
         return f"no answer within {CHECK_TIMEOUT_S:g}s"
     except Exception as exc:  # a readiness probe reports every failure, whatever its type
@@ -35,20 +43,32 @@ async def _run_check(check: HealthCheck) -> str | None:
     return None
 
 
+async def _check_state(check: HealthCheck) -> tuple[str, str | None]:
+    try:
+        error = await _run_check(check)
+    except Degraded as exc:
+        return "DEGRADED", str(exc)[:300]
+    return ("UP", None) if error is None else ("DOWN", error)
+
+
 async def readiness(request: web.Request) -> web.Response:
     checks = request.app[HEALTH_CHECKS]
     names = list(checks)
-    results = await asyncio.gather(*(_run_check(checks[name]) for name in names))
-    components = {
-        name: ({"status": "UP"} if error is None else {"status": "DOWN", "error": error})
-        for name, error in zip(names, results, strict=True)
-    }
-    failed = [name for name, error in zip(names, results, strict=True) if error is not None]
+    states = await asyncio.gather(*(_check_state(checks[name]) for name in names))
+    components: dict[str, dict[str, str]] = {}
+    for name, (state, detail) in zip(names, states, strict=True):
+        components[name] = {"status": state}
+        if detail is not None:
+            components[name]["error" if state == "DOWN" else "detail"] = detail
+    failed = [name for name, (state, _) in zip(names, states, strict=True) if state == "DOWN"]
+    degraded = [name for name, (state, _) in zip(names, states, strict=True) if state == "DEGRADED"]
     body = {
-        "status": "DOWN" if failed else "UP",
+        "status": "DOWN" if failed else ("DEGRADED" if degraded else "UP"),
         "service": request.app[SERVICE_NAME],
         "components": components,
     }
     if failed:
         body["detail"] = "unavailable: " + ", ".join(failed)
+    elif degraded:
+        body["detail"] = "degraded: " + ", ".join(degraded)
     return web.json_response(body, status=503 if failed else 200)
