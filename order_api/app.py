@@ -53,6 +53,7 @@ def _user_service_ctx(settings: Settings) -> CleanupCtx:
             timeout_s=settings.user_service_timeout_s,
             max_retries=settings.user_service_max_retries,
             retry_backoff_s=settings.user_service_retry_backoff_s,
+            instance_cooloff_s=settings.user_service_instance_cooloff_s,
         )
         app[DEPS] = Deps(app[PG_POOL], users, settings)
         yield
