@@ -2,20 +2,28 @@
 
 A service describes itself once (``ServiceCli``); extra commands (user_api's ``create-admin``) plug
 in beside the two common ones.
+
+``serve`` stops gracefully on SIGTERM or SIGINT: readiness goes 503 at once, the process keeps
+serving for ``SHUTDOWN_DRAIN_S``, then stops accepting connections, lets requests in flight finish
+(up to ``SHUTDOWN_TIMEOUT_S``) and only then runs the cleanup contexts (the outbox relay finishes
+its batch, pools close). No request that was accepted fails because the process was asked to stop.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
+import structlog
 from aiohttp import web
 
+from common.health import start_draining
 from common.logging import configure_logging
 from common.migrations import ensure_database, migrate_dsn
 from common.settings import SettingsError, load_settings
@@ -32,10 +40,15 @@ class ServiceSettings(Protocol):
     def log_format(self) -> str: ...
     @property
     def http_host(self) -> str: ...
+    @property
+    def shutdown_drain_s(self) -> float: ...
+    @property
+    def shutdown_timeout_s(self) -> float: ...
     def dsn_for(self, database: str) -> str: ...
 
 
 S = TypeVar("S", bound=ServiceSettings)
+log = structlog.get_logger(__name__)
 AddCommands = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 RunCommand = Callable[[S, argparse.Namespace], int]
 
@@ -59,11 +72,34 @@ async def migrate(settings: ServiceSettings, database: str, migrations: Sequence
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
 
 
+async def serve(
+    app: web.Application, host: str, port: int, *, drain_s: float, shutdown_timeout_s: float
+) -> None:
+    """Serve ``app`` until SIGTERM/SIGINT, then drain, finish requests in flight and clean up."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout_s)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("serving", host=host, port=port)
+        await stop.wait()
+        start_draining(app)
+        log.info("shutdown_started", drain_s=drain_s, shutdown_timeout_s=shutdown_timeout_s)
+        await asyncio.sleep(drain_s)
+    finally:
+        # Closes the listener, waits for handlers in flight, then on_shutdown and cleanup_ctx.
+        await runner.cleanup()
+    log.info("shutdown_complete")
+
+
 def main(cli: ServiceCli[S], argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {cli.name}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help=cli.serve_help)
-    serve.add_argument("--port", type=int, default=None)
+    serve_command = commands.add_parser("serve", help=cli.serve_help)
+    serve_command.add_argument("--port", type=int, default=None)
     commands.add_parser("migrate", help="create the database if needed and apply migrations")
     for add, _ in cli.extra_commands.values():
         add(commands)
@@ -72,13 +108,14 @@ def main(cli: ServiceCli[S], argv: list[str] | None = None) -> int:
         settings = load_settings(cli.settings_cls)
         configure_logging(cli.name, settings.log_level, settings.log_format)
         if args.command == "serve":
-            web.run_app(
-                cli.create_app(settings),
-                host=settings.http_host,
-                port=args.port or cli.port(settings),
-                access_log=None,
-                print=None,
-                shutdown_timeout=10,
+            asyncio.run(
+                serve(
+                    cli.create_app(settings),
+                    settings.http_host,
+                    args.port or cli.port(settings),
+                    drain_s=settings.shutdown_drain_s,
+                    shutdown_timeout_s=settings.shutdown_timeout_s,
+                )
             )
             return 0
         if args.command == "migrate":

@@ -16,6 +16,7 @@ from common.metrics import SERVICE_NAME
 
 HealthCheck = Callable[[], Awaitable[object]]
 HEALTH_CHECKS: web.AppKey[dict[str, HealthCheck]] = web.AppKey("health_checks", dict)
+DRAINING: web.AppKey[asyncio.Event] = web.AppKey("draining", asyncio.Event)
 CHECK_TIMEOUT_S = 2.0
 
 
@@ -25,6 +26,11 @@ class Degraded(Exception):
 
 def add_health_check(app: web.Application, name: str, check: HealthCheck) -> None:
     app[HEALTH_CHECKS][name] = check
+
+
+def start_draining(app: web.Application) -> None:
+    """Readiness answers 503 from now on: load balancers stop sending before the listener closes."""
+    app[DRAINING].set()
 
 
 async def liveness(request: web.Request) -> web.Response:
@@ -52,6 +58,13 @@ async def _check_state(check: HealthCheck) -> tuple[str, str | None]:
 
 
 async def readiness(request: web.Request) -> web.Response:
+    draining = request.app.get(DRAINING)
+    if draining is not None and draining.is_set():
+        return web.json_response(
+            {"status": "DOWN", "service": request.app[SERVICE_NAME], "detail": "shutting down"},
+            status=503,
+            headers={"Retry-After": "1"},
+        )
     checks = request.app[HEALTH_CHECKS]
     names = list(checks)
     states = await asyncio.gather(*(_check_state(checks[name]) for name in names))

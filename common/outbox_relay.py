@@ -128,12 +128,16 @@ class OutboxRelay:
         self._listener: asyncpg.Connection | None = None
         self._queues_declared = False
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def wake(self) -> None:
         self._wakeup.set()
 
     async def publish_pending(self) -> int:
-        """Publish every eligible event now; the number published. Raises AmqpUnavailable."""
+        """Publish every eligible event now; the number published. Raises AmqpUnavailable.
+
+        Once ``stop`` was called, returns after the batch in hand (the rest waits in the table).
+        """
         await self._ensure_broker()
         total = 0
         while True:
@@ -141,7 +145,7 @@ class OutboxRelay:
             total += published
             if broker_error is not None:
                 raise broker_error
-            if claimed == 0 or published == 0:
+            if claimed == 0 or published == 0 or self._stopping.is_set():
                 return total
 
     async def _ensure_broker(self) -> None:
@@ -230,7 +234,7 @@ class OutboxRelay:
 
     async def run(self) -> None:
         log.info("outbox_relay_started", batch_size=self._batch_size, poll_interval_s=self._poll_interval_s)
-        while True:
+        while not self._stopping.is_set():
             await self._ensure_listener()
             # Cleared before the pass: a NOTIFY that arrives during it triggers another pass.
             self._wakeup.clear()
@@ -258,18 +262,34 @@ class OutboxRelay:
         log.warning(event, error=str(exc)[:300], retry_in_s=round(delay, 2))
         await self.refresh_metrics()
         # Not woken by NOTIFY: new events cannot go out before the broker is back either.
-        await asyncio.sleep(delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self.run(), name=f"outbox-relay-{self._service}")
 
-    async def stop(self) -> None:
+    async def stop(self, *, grace_s: float = 15.0) -> None:
+        """Let the batch in hand finish (publish, confirm, mark), then stop; cancel after ``grace_s``.
+
+        A cancelled batch rolls back: its events are published again by the next relay (at least
+        once, same message ids), so even a cut-short stop loses nothing.
+        """
+        self._stopping.set()
+        self._wakeup.set()
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout=grace_s)
+            except TimeoutError:
+                log.warning("outbox_relay_stop_timeout", grace_s=grace_s)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+        log.info("outbox_relay_stopped")
         listener, self._listener = self._listener, None
         if listener is not None and not listener.is_closed():
             with contextlib.suppress(asyncpg.InterfaceError, OSError, TimeoutError):

@@ -33,6 +33,10 @@ class BaseServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     # Fixed JSON logs or human-friendly console lines; ECS JSON is what Logstash expects.
     log_format: Literal["json", "console"] = "json"
+    # SIGTERM: readiness is 503 for this long while requests are still served (so balancers
+    # notice), then the listener closes and requests in flight get up to the timeout to finish.
+    shutdown_drain_s: float = Field(default=1.0, ge=0, le=60)
+    shutdown_timeout_s: float = Field(default=10.0, gt=0, le=300)
 
     @property
     def is_production(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from decimal import Decimal
@@ -11,7 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from common.errors import InvalidInput, MalformedRequest, UnsupportedMediaType, problem_middleware
-from common.health import HEALTH_CHECKS, liveness, readiness
+from common.health import DRAINING, HEALTH_CHECKS, liveness, readiness
 from common.logging import request_context_middleware
 from common.metrics import SERVICE_NAME, metrics_handler_for, metrics_middleware
 from common.security import security_headers_middleware, setup_security
@@ -34,6 +35,7 @@ def base_application(service: str, *, max_body_bytes: int = MAX_BODY_BYTES) -> w
     )
     app[SERVICE_NAME] = service
     app[HEALTH_CHECKS] = {}
+    app[DRAINING] = asyncio.Event()
     setup_security(app)
     app.router.add_get("/health", liveness)
     app.router.add_get("/health/ready", readiness)
