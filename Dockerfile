@@ -4,7 +4,9 @@
 #   dramatiq workers | python -m notifier.fake_provider | python -m gateway_conf.render ...
 # Build: scripts/build.sh (or docker compose build). See docs/deployment.md.
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# Pinned by digest (Renovate moves the tag and the digest together; renovate.json). The digest is
+# python:3.11-slim-bookworm's multi-platform index as docker-library/repo-info recorded it.
+ARG PYTHON_IMAGE=python:3.11.16-slim-bookworm@sha256:0bee7276f83efd4a1ee05bbbf4281d95ed28e079220a9457f25a93e3f1e3c31b
 
 # --- builder: compilers and headers, only to turn every dependency into a wheel -------------
 FROM ${PYTHON_IMAGE} AS builder
@@ -14,11 +16,11 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-# Dependencies first, from the packaging metadata alone, so a code change reuses this layer.
+# Dependencies first, from the lock alone, so a code change reuses this layer: every file pip
+# downloads is checked against the hashes in requirements/runtime.txt (scripts/lock.sh).
+COPY requirements/runtime.txt ./requirements/runtime.txt
+RUN pip wheel --require-hashes --no-deps --wheel-dir /wheels -r requirements/runtime.txt
 COPY pyproject.toml setup.cfg README.md ./
-RUN mkdir common user_api order_api notifier workers \
-    && pip wheel --wheel-dir /wheels . \
-    && rm /wheels/microservices_app-*.whl
 COPY common ./common
 COPY user_api ./user_api
 COPY order_api ./order_api
@@ -46,9 +48,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     APP_VERSION=${VERSION}
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app
-# The wheels are mounted for the install only, so they never become a layer of this image.
+# The wheels are mounted for the install only, so they never become a layer of this image. They
+# were hash-checked when the builder downloaded them; nothing is resolved here, and `pip check`
+# fails the build if the lock lacks a requirement of setup.cfg.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels /wheels/*.whl
+    pip install --no-index --no-deps /wheels/*.whl \
+    && pip check
 WORKDIR /app
 COPY --chown=root:root templates ./templates
 COPY --chown=root:root gateway_conf ./gateway_conf
