@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import structlog
 from aiohttp import web
 
 from common.auth import TOKEN_VERIFIER, redis_revocation_check
 from common.db import PG_POOL, pg_pool_ctx
-from common.health import add_health_check
+from common.health import Degraded, add_health_check
 from common.jwt import TokenVerifier, load_public_key
 from common.redis import REDIS, redis_ctx
 from common.types import CleanupCtx
 from common.web import base_application
+from notifier.held import TemplateWatcher
 from notifier.queue import DeliveryQueue
 from notifier.routes import setup_routes
 from notifier.service import Deps
@@ -48,11 +50,44 @@ def _deps_ctx(settings: NotifierSettings) -> CleanupCtx:
             users = UserDirectory(
                 session, settings.user_service_url, timeout_s=settings.user_service_timeout_s
             )
-            app[DEPS] = Deps(app[PG_POOL], TemplateRenderer(settings.templates_dir), queue, users)
+            renderer = TemplateRenderer(settings.templates_dir)
+            app[DEPS] = Deps(app[PG_POOL], renderer, queue, users)
+            add_health_check(app, "templates", _templates_check(renderer))
+            watcher = watcher_for(settings, renderer, app[PG_POOL], queue)
+            watcher.start()
             yield
+            await watcher.stop()
         await queue.close()
 
     return ctx
+
+
+def watcher_for(
+    settings: NotifierSettings, renderer: TemplateRenderer, pool: asyncpg.Pool, queue: DeliveryQueue
+) -> TemplateWatcher:
+    async def enqueue(notification_id: str, trace_id: str | None) -> None:
+        await queue.enqueue_delivery(notification_id, trace_id=trace_id)
+
+    return TemplateWatcher(
+        renderer,
+        pool,
+        enqueue,
+        reload_interval_s=settings.templates_reload_interval_s,
+        sweep_interval_s=settings.held_sweep_interval_s,
+        release_retry_s=settings.held_release_retry_s,
+    )
+
+
+def _templates_check(renderer: TemplateRenderer) -> Callable[[], Awaitable[None]]:
+    async def check() -> None:
+        if not renderer.ok:
+            problems = renderer.problems
+            raise Degraded(
+                f"serving the last good templates; {len(problems)} problem(s) in "
+                f"{renderer.folder}, first: {problems[0]}"
+            )
+
+    return check
 
 
 def create_app(settings: NotifierSettings) -> web.Application:

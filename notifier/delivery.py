@@ -5,6 +5,11 @@ Exactly one effect per notification rests on three things: the claim (only a `qu
 status check (a `sent` or `failed` row is never sent again), and, for the one window no database
 can close — the provider accepted the message and the worker died before recording it — a stable
 Message-ID / Idempotency-Key per notification.
+
+A template error is never the notification's fault: the row is `held` with the fingerprint of the
+template set that failed it, and is claimable again only by a process serving another set
+(``notifier.held`` releases such rows once a good set is loaded). Nothing was sent before the
+render, so a held row has had no effect yet.
 """
 
 from __future__ import annotations
@@ -49,15 +54,19 @@ class DeliveryDeps:
 
 
 async def deliver(deps: DeliveryDeps, notification_id: str, *, replay: bool = False) -> str:
-    """Deliver once; return the resulting status ("sent", "failed") or why nothing was done.
+    """Deliver once; return the resulting status ("sent", "failed", "held") or why nothing was done.
 
     Raises ``TransientFailure`` after recording a retryable failure (the caller retries later),
     ``NotificationBusy`` while another attempt holds the lease, ``NotificationDead`` for a dead
     row outside a replay.
     """
     bound = log.bind(notification_id=notification_id)
-    async with deps.pool.acquire() as conn:
-        row = await repository.claim(conn, notification_id, lease_s=deps.lease_s, revive_dead=replay)
+    row = await _claim(deps, notification_id, replay=replay)
+    if row is None:
+        existing = await repository.get_notification(deps.pool, notification_id)
+        if existing is not None and existing["status"] == "held" and deps.renderer.reload().loaded:
+            # Released by a process that saw the fixed templates before this one did.
+            row = await _claim(deps, notification_id, replay=replay)
     if row is None:
         return await _not_claimable(deps, notification_id)
 
@@ -65,8 +74,9 @@ async def deliver(deps: DeliveryDeps, notification_id: str, *, replay: bool = Fa
     bind_trace_id(row["trace_id"])  # ECS trace.id on every line of this delivery
     bound = bound.bind(channel=channel, attempt=row["attempts"])
     context = repository.context_of(row)
+    templates = deps.renderer.current  # one set for the render and for the hold that may follow
     try:
-        content = deps.renderer.render(row["template"], channel, context)
+        content = templates.render(row["template"], channel, context)
         user = context.get("user")
         outgoing = Outgoing(
             notification_id=notification_id,
@@ -77,7 +87,7 @@ async def deliver(deps: DeliveryDeps, notification_id: str, *, replay: bool = Fa
         )
         provider_message_id = await deps.senders[channel].send(outgoing)
     except TemplateProblem as exc:
-        return await _finish_failed(deps, row, f"template error: {exc}", bound)
+        return await _hold(deps, row, exc, templates.fingerprint, bound)
     except PermanentFailure as exc:
         return await _finish_failed(deps, row, exc.detail, bound)
     except TransientFailure as exc:
@@ -97,6 +107,38 @@ async def deliver(deps: DeliveryDeps, notification_id: str, *, replay: bool = Fa
         bound.warning("notification_sent_after_lease_expired")
     bound.info("notification_sent", provider_message_id=provider_message_id)
     return "sent"
+
+
+async def _claim(deps: DeliveryDeps, notification_id: str, *, replay: bool) -> asyncpg.Record | None:
+    async with deps.pool.acquire() as conn:
+        return await repository.claim(
+            conn,
+            notification_id,
+            lease_s=deps.lease_s,
+            revive_dead=replay,
+            templates_fingerprint=deps.renderer.fingerprint,
+        )
+
+
+async def _hold(
+    deps: DeliveryDeps,
+    row: asyncpg.Record,
+    problem: TemplateProblem,
+    fingerprint: str,
+    bound: structlog.typing.FilteringBoundLogger,
+) -> str:
+    error = f"held until the templates are fixed: template error: {problem}"
+    async with deps.pool.acquire() as conn:
+        await repository.finish_attempt(conn, row, outcome="held", error=error, held_fingerprint=fingerprint)
+    DELIVERIES.labels(row["channel"], "held").inc()
+    bound.error(
+        "notification_held",
+        error=error,
+        template_file=problem.file,
+        template_line=problem.line,
+        templates=fingerprint[:12],
+    )
+    return "held"
 
 
 async def _finish_failed(
@@ -119,6 +161,10 @@ async def _not_claimable(deps: DeliveryDeps, notification_id: str) -> str:
     if status in ("sent", "failed"):
         log.info("notification_already_done", notification_id=notification_id, status=status)
         return status
+    if status == "held":
+        # Held with the set this process serves: it waits for a new set (the release enqueues it).
+        log.info("notification_still_held", notification_id=notification_id)
+        return "held"
     if status == "dead":
         raise NotificationDead(f"notification {notification_id} is dead; replay its message to retry it")
     remaining = await repository.lease_remaining_s(deps.pool, notification_id)

@@ -8,8 +8,8 @@ from common.auth import authenticate, require_admin
 from common.logging import REQUEST_ID
 from common.pagination import Page
 from common.web import json_response, parse_body, parse_query
-from notifier import service
-from notifier.schemas import ListQuery, NotificationOut, SendIn
+from notifier import resend, service
+from notifier.schemas import ListQuery, NotificationOut, ResendMatching, SendIn
 from notifier.state import DEPS
 
 
@@ -34,3 +34,22 @@ async def send_notification(request: web.Request) -> web.Response:
 async def get_notification(request: web.Request) -> web.Response:
     caller = await authenticate(request)
     return json_response(await service.get_notification(request.app[DEPS], caller, request.match_info["id"]))
+
+
+async def resend_notification(request: web.Request) -> web.Response:
+    caller = await require_admin(request)
+    deps = request.app[DEPS]
+    notification = await resend.resend(
+        deps.pool, deps.queue, request.match_info["id"], resent_by=caller.user_id
+    )
+    return json_response(
+        notification, status=202, headers={"Location": f"/api/notifications/{notification.id}"}
+    )
+
+
+async def resend_matching(request: web.Request) -> web.Response:
+    caller = await require_admin(request)
+    body = await parse_body(request, ResendMatching)
+    deps = request.app[DEPS]
+    result = await resend.resend_matching(deps.pool, deps.queue, body, resent_by=caller.user_id)
+    return json_response(result, status=200 if result.dry_run else 202)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -12,14 +13,14 @@ from common.db import Connection, Executor
 NOTIFICATION_COLUMNS = """
     id::text AS id, event_id::text AS event_id, event_type, template, channel, user_id::text AS user_id,
     recipient, context, trace_id, created_by::text AS created_by, status, attempts, last_error,
-    provider_message_id, claimed_at, lease_until, created_at, updated_at, sent_at
+    provider_message_id, claimed_at, lease_until, created_at, updated_at, sent_at, resends, resent_at
 """
 # The same columns qualified, for statements that join or update with an alias.
 N_COLUMNS = """
     n.id::text AS id, n.event_id::text AS event_id, n.event_type, n.template, n.channel,
     n.user_id::text AS user_id, n.recipient, n.context, n.trace_id, n.created_by::text AS created_by,
     n.status, n.attempts, n.last_error, n.provider_message_id, n.claimed_at, n.lease_until,
-    n.created_at, n.updated_at, n.sent_at
+    n.created_at, n.updated_at, n.sent_at, n.resends, n.resent_at
 """
 
 INSERT_NOTIFICATION_SQL = """
@@ -41,7 +42,8 @@ UNCLAIMED_FOR_EVENT_SQL = """
 GET_NOTIFICATION_SQL = f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = $1"
 
 # Claim a row for one attempt. A `sending` row whose lease ran out was left by a dead worker;
-# a `dead` row is taken only when the message is an operator's replay ($3).
+# a `dead` row is taken only when the message is an operator's replay ($3); a `held` row only by
+# a process whose template set ($4) is not the one it was held with.
 CLAIM_SQL = f"""
     WITH current AS (
         SELECT id, status AS previous_status, claimed_at AS previous_claimed_at
@@ -54,7 +56,8 @@ CLAIM_SQL = f"""
     WHERE n.id = current.id
       AND (n.status = 'queued'
            OR (n.status = 'sending' AND n.lease_until < now())
-           OR (n.status = 'dead' AND $3::boolean))
+           OR (n.status = 'dead' AND $3::boolean)
+           OR (n.status = 'held' AND n.held_fingerprint IS DISTINCT FROM $4::text))
     RETURNING {N_COLUMNS}, current.previous_status, current.previous_claimed_at
 """
 
@@ -87,6 +90,14 @@ MARK_FAILED_SQL = """
     RETURNING id
 """
 
+MARK_HELD_SQL = """
+    UPDATE notifications
+    SET status = 'held', last_error = $3, held_fingerprint = $4, release_requested_at = NULL,
+        lease_until = NULL, updated_at = now()
+    WHERE id = $1 AND status = 'sending' AND attempts = $2
+    RETURNING id
+"""
+
 RELEASE_FOR_RETRY_SQL = """
     UPDATE notifications
     SET status = 'queued', last_error = $3, lease_until = NULL, updated_at = now()
@@ -104,6 +115,74 @@ MARK_DEAD_SQL = """
 MARK_UNQUEUED_SQL = """
     UPDATE notifications SET status = 'failed', last_error = $2, updated_at = now()
     WHERE id = $1 AND status = 'queued' AND attempts = 0
+"""
+
+# Held rows that a good template set other than their own may deliver now. Stamping
+# release_requested_at in the same statement lets one process release a row, once per
+# $2 seconds; a deliver message lost after the stamp is made up for by a later sweep.
+RELEASE_HELD_SQL = """
+    UPDATE notifications n SET release_requested_at = now()
+    FROM (
+        SELECT id FROM notifications
+        WHERE status = 'held' AND held_fingerprint IS DISTINCT FROM $1
+          AND (release_requested_at IS NULL
+               OR release_requested_at < now() - make_interval(secs => $2::float8))
+        ORDER BY created_at, id
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED
+    ) due
+    WHERE n.id = due.id
+    RETURNING n.id::text AS id, n.trace_id
+"""
+
+COUNT_HELD_SQL = "SELECT count(*) FROM notifications WHERE status = 'held'"
+
+# An admin's resend: a failed or dead row goes back to `queued` (same row, so the same Message-ID
+# and Idempotency-Key); the next attempt is numbered after the earlier ones.
+RESENDABLE = ("failed", "dead")
+RESEND_SQL = """
+    WITH current AS (
+        SELECT id, status AS previous_status FROM notifications WHERE id = $1 FOR UPDATE
+    )
+    UPDATE notifications n
+    SET status = 'queued', lease_until = NULL, resends = n.resends + 1, resent_at = now(),
+        resent_by = $2, updated_at = now()
+    FROM current
+    WHERE n.id = current.id AND n.status IN ('failed', 'dead')
+    RETURNING n.id::text AS id, n.trace_id, current.previous_status
+"""
+
+RESEND_FILTER = """
+    WHERE status = ANY($1::text[]) AND status IN ('failed', 'dead')
+      AND ($2::text IS NULL OR template = $2)
+      AND ($3::text IS NULL OR channel = $3)
+      AND ($4::timestamptz IS NULL OR created_at >= $4)
+      AND ($5::timestamptz IS NULL OR created_at < $5)
+"""
+RESENDABLE_SQL = f"""
+    SELECT id::text AS id FROM notifications {RESEND_FILTER}
+    ORDER BY created_at, id LIMIT $6
+"""
+RESEND_MATCHING_SQL = f"""
+    WITH picked AS (
+        SELECT id, status AS previous_status FROM notifications {RESEND_FILTER}
+        ORDER BY created_at, id LIMIT $6
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE notifications n
+    SET status = 'queued', lease_until = NULL, resends = n.resends + 1, resent_at = now(),
+        resent_by = $7, updated_at = now()
+    FROM picked
+    WHERE n.id = picked.id
+    RETURNING n.id::text AS id, n.trace_id, picked.previous_status, n.created_at
+"""
+
+# The deliver message of a resend could not be published: back to what it was, unless a worker
+# has already taken it (then the message did get through).
+UNDO_RESEND_SQL = """
+    UPDATE notifications
+    SET status = $2, resends = resends - 1, updated_at = now()
+    WHERE id = $1 AND status = 'queued'
 """
 
 LIST_FILTER = """
@@ -171,11 +250,22 @@ async def get_notification(db: Executor, notification_id: str) -> asyncpg.Record
 
 
 async def claim(
-    conn: Connection, notification_id: str, *, lease_s: float, revive_dead: bool
+    conn: Connection,
+    notification_id: str,
+    *,
+    lease_s: float,
+    revive_dead: bool,
+    templates_fingerprint: str | None = None,
 ) -> asyncpg.Record | None:
-    """Take the row for one attempt (status `sending`, attempts + 1), or None if not claimable."""
+    """Take the row for one attempt (status `sending`, attempts + 1), or None if not claimable.
+
+    A held row is taken only when ``templates_fingerprint`` (the set the caller renders with)
+    differs from the set it was held with.
+    """
     async with conn.transaction():
-        row: asyncpg.Record | None = await conn.fetchrow(CLAIM_SQL, notification_id, lease_s, revive_dead)
+        row: asyncpg.Record | None = await conn.fetchrow(
+            CLAIM_SQL, notification_id, lease_s, revive_dead, templates_fingerprint
+        )
         if row is not None and row["previous_status"] == "sending":
             # The attempt before this one never finished: its worker died holding the lease.
             await conn.execute(
@@ -202,6 +292,7 @@ async def finish_attempt(
     outcome: str,
     error: str | None = None,
     provider_message_id: str | None = None,
+    held_fingerprint: str | None = None,
 ) -> bool:
     """Record the attempt and move the row on; False if the claim had been taken over meanwhile."""
     notification_id, attempt = row["id"], row["attempts"]
@@ -219,6 +310,8 @@ async def finish_attempt(
             moved = await conn.fetchval(MARK_SENT_SQL, notification_id, attempt, provider_message_id)
         elif outcome == "permanent_error":
             moved = await conn.fetchval(MARK_FAILED_SQL, notification_id, attempt, error)
+        elif outcome == "held":
+            moved = await conn.fetchval(MARK_HELD_SQL, notification_id, attempt, error, held_fingerprint)
         else:
             moved = await conn.fetchval(RELEASE_FOR_RETRY_SQL, notification_id, attempt, error)
     return moved is not None
@@ -248,3 +341,56 @@ async def list_notifications(
 
 async def list_attempts(db: Executor, notification_id: str) -> list[asyncpg.Record]:
     return list(await db.fetch(LIST_ATTEMPTS_SQL, notification_id))
+
+
+async def release_held(
+    db: Executor, templates_fingerprint: str, *, retry_after_s: float, limit: int
+) -> list[asyncpg.Record]:
+    """Stamp and return (id, trace_id) of held rows the set ``templates_fingerprint`` may deliver."""
+    return list(await db.fetch(RELEASE_HELD_SQL, templates_fingerprint, retry_after_s, limit))
+
+
+async def count_held(db: Executor) -> int:
+    count: int = await db.fetchval(COUNT_HELD_SQL)
+    return count
+
+
+async def resend(db: Executor, notification_id: str, *, resent_by: str | None) -> asyncpg.Record | None:
+    """Requeue a failed or dead row: (id, trace_id, previous_status), or None if it is neither."""
+    row: asyncpg.Record | None = await db.fetchrow(RESEND_SQL, notification_id, resent_by)
+    return row
+
+
+async def resendable(
+    db: Executor,
+    *,
+    statuses: list[str],
+    template: str | None,
+    channel: str | None,
+    created_from: datetime | None,
+    created_to: datetime | None,
+    limit: int,
+) -> list[str]:
+    rows = await db.fetch(RESENDABLE_SQL, statuses, template, channel, created_from, created_to, limit)
+    return [row["id"] for row in rows]
+
+
+async def resend_matching(
+    db: Executor,
+    *,
+    statuses: list[str],
+    template: str | None,
+    channel: str | None,
+    created_from: datetime | None,
+    created_to: datetime | None,
+    limit: int,
+    resent_by: str | None,
+) -> list[asyncpg.Record]:
+    rows = await db.fetch(
+        RESEND_MATCHING_SQL, statuses, template, channel, created_from, created_to, limit, resent_by
+    )
+    return sorted(rows, key=lambda row: (row["created_at"], row["id"]))
+
+
+async def undo_resend(db: Executor, notification_id: str, previous_status: str) -> None:
+    await db.execute(UNDO_RESEND_SQL, notification_id, previous_status)

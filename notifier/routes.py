@@ -18,4 +18,6 @@ def setup_routes(app: web.Application) -> None:
     router.add_get("/api/notifications", handlers.list_notifications)
     router.add_post("/api/notifications/send", handlers.send_notification)
     router.add_get(f"/api/notifications/{UUID_PATTERN}", handlers.get_notification)
+    router.add_post(f"/api/notifications/{UUID_PATTERN}/resend", handlers.resend_notification)
+    router.add_post("/api/notifications/resend", handlers.resend_matching)
     router.add_get("/openapi.yaml", openapi_handler(OPENAPI_PATH))

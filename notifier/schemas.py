@@ -8,14 +8,17 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from common.pagination import PageQuery
 from notifier.templates import TEMPLATE_NAME_RE
 
 Channel = Literal["email", "sms", "push"]
-Status = Literal["queued", "sending", "sent", "failed", "dead"]
-Outcome = Literal["sent", "transient_error", "permanent_error", "interrupted"]
+Status = Literal["queued", "sending", "sent", "failed", "dead", "held"]
+Outcome = Literal["sent", "transient_error", "permanent_error", "interrupted", "held"]
+Resendable = Literal["failed", "dead"]
+MAX_BULK_RESEND = 1000
+TemplateName = Annotated[str, StringConstraints(max_length=100, pattern=TEMPLATE_NAME_RE.pattern)]
 E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 PUSH_TOKEN_RE = re.compile(r"^\S{8,4096}$")
 
@@ -31,7 +34,7 @@ class SendIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_max_length=4096)
 
     channel: Channel
-    template: Annotated[str, StringConstraints(max_length=100, pattern=TEMPLATE_NAME_RE.pattern)]
+    template: TemplateName
     user_id: uuid.UUID | None = None
     recipient: (
         Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)] | None
@@ -43,6 +46,32 @@ class SendIn(BaseModel):
         if self.user_id is None and self.recipient is None:
             raise ValueError("give user_id, recipient, or both")
         return self
+
+
+class ResendMatching(BaseModel):
+    """Resend every failed/dead notification that matches; the oldest first, at most ``limit``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Annotated[list[Resendable], Field(min_length=1, max_length=2)]
+    template: TemplateName | None = None
+    channel: Channel | None = None
+    created_from: AwareDatetime | None = None
+    created_to: AwareDatetime | None = None
+    limit: int = Field(default=100, ge=1, le=MAX_BULK_RESEND)
+    dry_run: bool = False
+
+    @model_validator(mode="after")
+    def _range_in_order(self) -> ResendMatching:
+        if self.created_from and self.created_to and self.created_from >= self.created_to:
+            raise ValueError("created_from must be before created_to")
+        return self
+
+
+class ResendResult(BaseModel):
+    dry_run: bool
+    count: int
+    ids: list[str]
 
 
 class AttemptOut(BaseModel):
@@ -70,6 +99,8 @@ class NotificationOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     sent_at: datetime | None
+    resends: int
+    resent_at: datetime | None
 
     @classmethod
     def from_record(cls, row: asyncpg.Record) -> NotificationOut:

@@ -27,6 +27,13 @@ class NotificationSettings(BaseSettings):
     notification_db_name: str = "notifications"
     # Relative to the working directory; ops edit these files, workers pick edits up live.
     templates_dir: Path = Path("templates")
+    # How often each rendering process looks at the folder (a stat per file; a full check only
+    # when something changed).
+    templates_reload_interval_s: float = Field(default=2.0, gt=0, le=300)
+    # How often held notifications are offered again to a good template set, and how long a
+    # release waits for its deliver message before the next sweep sends another.
+    held_sweep_interval_s: float = Field(default=60.0, gt=0, le=3600)
+    held_release_retry_s: float = Field(default=300.0, gt=0, le=86400)
 
 
 class DeliverySettings(BaseSettings):

@@ -11,6 +11,7 @@ process-wide slot (set by the middleware, never at import) is the exception to "
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ from notifier.channels.email import EmailSender
 from notifier.channels.push import PushSender
 from notifier.channels.sms import SmsSender
 from notifier.delivery import DeliveryDeps
+from notifier.held import Enqueue, TemplateWatcher
 from notifier.templates import TemplateRenderer
 from workers.settings import WorkerSettings
 
@@ -56,6 +58,8 @@ class Resources:
     # pika's BlockingConnection must never run on the event loop; this one thread owns the
     # publishing connection (Dramatiq keeps one per thread).
     publisher: ThreadPoolExecutor
+    # Reloads the templates (all-or-nothing) and gives held notifications back (notifier.held).
+    templates: TemplateWatcher
 
 
 _current: Resources | None = None
@@ -80,9 +84,10 @@ async def open_resources(settings: WorkerSettings) -> Resources:
         settings.dsn_for(settings.order_db_name), min_size=0, max_size=settings.db_pool_max_size
     )
     http = aiohttp.ClientSession()
+    renderer = TemplateRenderer(settings.templates_dir)
     delivery = DeliveryDeps(
         pool=notifications_pool,
-        renderer=TemplateRenderer(settings.templates_dir),
+        renderer=renderer,
         senders={
             "email": EmailSender(settings),
             "sms": SmsSender(http, settings),
@@ -91,10 +96,30 @@ async def open_resources(settings: WorkerSettings) -> Resources:
         lease_s=settings.delivery_lease_s,
     )
     publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dramatiq-publish")
-    return Resources(settings, orders_pool, notifications_pool, http, delivery, publisher)
+    templates = TemplateWatcher(
+        renderer,
+        notifications_pool,
+        _enqueue_delivery_with(publisher),
+        reload_interval_s=settings.templates_reload_interval_s,
+        sweep_interval_s=settings.held_sweep_interval_s,
+        release_retry_s=settings.held_release_retry_s,
+    )
+    templates.start()
+    return Resources(settings, orders_pool, notifications_pool, http, delivery, publisher, templates)
+
+
+def _enqueue_delivery_with(publisher: ThreadPoolExecutor) -> Enqueue:
+    async def enqueue(notification_id: str, trace_id: str | None) -> None:
+        from workers.actors import deliver  # here: workers.actors imports this module
+
+        # Actor.send blocks on pika: on the publishing thread, never on the event loop.
+        await asyncio.get_running_loop().run_in_executor(publisher, deliver.send, notification_id)
+
+    return enqueue
 
 
 async def close_resources(opened: Resources) -> None:
+    await opened.templates.stop()
     opened.publisher.shutdown(wait=True)
     await opened.http.close()
     await opened.notifications_pool.close()

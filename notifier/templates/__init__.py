@@ -1,8 +1,8 @@
-"""Rendering notification templates that ops edit on disk.
+"""Rendering notification templates that ops edit on disk, reloaded all-or-nothing.
 
 Layout under ``TEMPLATES_DIR`` (one folder per channel, one file per template and part)::
 
-    samples/<name>.json          sample context: documents the variables, used by ``check``
+    samples/<name>.json          sample context: declares the template, documents its variables
     email/<name>.subject.txt     email/<name>.text.txt     email/<name>.html (optional)
     sms/<name>.txt
     push/<name>.title.txt        push/<name>.body.txt
@@ -11,196 +11,182 @@ Files starting with ``_`` are shared pieces (``{% extends "email/_layout.html" %
 
 Templates run in Jinja2's immutable sandbox with ``StrictUndefined`` (a misspelt variable is an
 error, never an empty string); HTML parts are autoescaped, text parts are not. Values from the
-context are data: a user named ``{{7*7}}`` is printed as typed, never evaluated. Jinja's
-``auto_reload`` re-reads a file whose mtime changed, so edits apply without a restart.
+context are data: a user named ``{{7*7}}`` is printed as typed, never evaluated.
+
+Edits apply without a restart, but only whole: ``reload`` reads the folder into a new
+``TemplateSet`` and swaps it in only if every template of every channel renders with its sample
+(``python -m notifier.templates check`` runs the same check). Otherwise the last good set keeps
+serving, the problem is logged with its file and line, and ``templates_last_reload_ok`` is 0.
 """
 
 from __future__ import annotations
 
-import json
-import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+import structlog
+from prometheus_client import Counter, Gauge
 
-TEMPLATE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*){0,4}$")
-SAMPLES_DIR = "samples"
-# Subject lines and push titles end up in headers and lock screens: one line, bounded.
-SINGLE_LINE_PARTS = frozenset({"subject", "title"})
-MAX_SINGLE_LINE = 200
+from notifier.templates.snapshot import (
+    MAX_SINGLE_LINE,
+    PARTS,
+    SAMPLES_DIR,
+    SINGLE_LINE_PARTS,
+    TEMPLATE_NAME_RE,
+    Part,
+    Rendered,
+    TemplateProblem,
+    TemplateSet,
+    path_of,
+    scan,
+    single_line,
+)
+
+__all__ = [
+    "MAX_SINGLE_LINE",
+    "PARTS",
+    "SAMPLES_DIR",
+    "SINGLE_LINE_PARTS",
+    "TEMPLATE_NAME_RE",
+    "Part",
+    "ReloadResult",
+    "Rendered",
+    "TemplateProblem",
+    "TemplateRenderer",
+    "TemplateSet",
+    "single_line",
+]
+
+log = structlog.get_logger(__name__)
+
+# Worker processes share metrics through files: "livemin" reads 0 if any live process rejected
+# the folder's current version, and forgets processes that have exited.
+RELOAD_OK = Gauge(
+    "templates_last_reload_ok",
+    "1 if the templates folder as it is now was loaded; 0 if it was rejected and the last good set serves",
+    multiprocess_mode="livemin",
+)
+RELOADS = Counter("templates_reloads_total", "Template folder versions seen, by outcome", ["outcome"])
+LAST_GOOD_RELOAD = Gauge(
+    "templates_last_good_reload_timestamp_seconds",
+    "When the template set now serving was loaded",
+    multiprocess_mode="livemax",
+)
 
 
 @dataclass(frozen=True)
-class Part:
-    name: str
-    suffix: str
-    required: bool = True
-
-
-PARTS: dict[str, tuple[Part, ...]] = {
-    "email": (
-        Part("subject", ".subject.txt"),
-        Part("text", ".text.txt"),
-        Part("html", ".html", required=False),
-    ),
-    "sms": (Part("text", ".txt"),),
-    "push": (Part("title", ".title.txt"), Part("body", ".body.txt")),
-}
-
-
-class TemplateProblem(Exception):
-    """A template is missing, malformed or does not fit its context: permanent for that notification."""
-
-
-@dataclass(frozen=True)
-class Rendered:
-    template: str
-    channel: str
-    parts: dict[str, str]
-
-
-def single_line(text: str) -> str:
-    """Collapse all whitespace, CR and LF included: nothing can start a new header line."""
-    return " ".join(text.split())[:MAX_SINGLE_LINE]
-
-
-def _template_line(exc: BaseException, filename: str) -> int | None:
-    # Jinja rewrites tracebacks so template frames carry the template's file and line.
-    line = None
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename.endswith(filename):
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return line
+class ReloadResult:
+    changed: bool  # the folder differed from what was last looked at
+    loaded: bool  # a new set now serves
+    problems: tuple[TemplateProblem, ...]
 
 
 class TemplateRenderer:
+    """Renders with the current ``TemplateSet``; ``reload`` swaps in a new one if it checks clean.
+
+    At start the folder is loaded as it is, problems or not (there is nothing better to serve);
+    ``ok`` is then False until a clean version is loaded.
+    """
+
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._env = ImmutableSandboxedEnvironment(
-            loader=jinja2.FileSystemLoader(folder),
-            undefined=jinja2.StrictUndefined,
-            autoescape=jinja2.select_autoescape(
-                enabled_extensions=("html",), default_for_string=False, default=False
-            ),
-            auto_reload=True,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
+        self._scanned = scan(folder)
+        self._current = TemplateSet.load(folder)
+        self._problems = tuple(self._current.check())
+        RELOADS.labels("loaded" if not self._problems else "loaded_with_problems").inc()
+        self._record(loaded=True)
 
+    @property
+    def current(self) -> TemplateSet:
+        return self._current
+
+    @property
+    def fingerprint(self) -> str:
+        return self._current.fingerprint
+
+    @property
+    def ok(self) -> bool:
+        """Whether the folder as last looked at checked clean (and is what serves)."""
+        return not self._problems
+
+    @property
+    def problems(self) -> tuple[TemplateProblem, ...]:
+        return self._problems
+
+    def reload(self) -> ReloadResult:
+        """Look at the folder; load it if it changed and every template renders with its sample."""
+        scanned = scan(self.folder)
+        if scanned == self._scanned:
+            return ReloadResult(changed=False, loaded=False, problems=self._problems)
+        self._scanned = scanned
+        candidate = TemplateSet.load(self.folder)
+        if candidate.fingerprint == self._current.fingerprint and not self._problems:
+            return ReloadResult(changed=False, loaded=False, problems=())  # touched, not changed
+        problems = tuple(candidate.check())
+        self._problems = problems
+        if problems:
+            RELOADS.labels("rejected").inc()
+            first = problems[0]
+            log.error(
+                "templates_reload_rejected",
+                template_file=first.file,
+                template_line=first.line,
+                error=str(first),
+                problems=[str(problem) for problem in problems],
+                folder=str(self.folder),
+                serving=self._current.fingerprint[:12],
+            )
+            self._record(loaded=False)
+            return ReloadResult(changed=True, loaded=False, problems=problems)
+        previous = self._current.fingerprint
+        self._current = candidate
+        RELOADS.labels("loaded").inc()
+        log.info(
+            "templates_reloaded",
+            folder=str(self.folder),
+            previous=previous[:12],
+            serving=candidate.fingerprint[:12],
+            templates=len(candidate.template_names()),
+        )
+        self._record(loaded=True)
+        return ReloadResult(changed=True, loaded=True, problems=())
+
+    def _record(self, *, loaded: bool) -> None:
+        RELOAD_OK.set(0 if self._problems else 1)
+        if loaded:
+            LAST_GOOD_RELOAD.set(time.time())
+        if self._problems and loaded:
+            first = self._problems[0]
+            log.error(
+                "templates_loaded_with_problems",
+                template_file=first.file,
+                template_line=first.line,
+                error=str(first),
+                problems=[str(problem) for problem in self._problems],
+                folder=str(self.folder),
+            )
+
+    # What the current set says; see ``TemplateSet``.
     def path_of(self, template: str, channel: str, part: Part) -> str:
-        return f"{channel}/{template}{part.suffix}"
+        return path_of(template, channel, part)
 
     def has(self, template: str, channel: str) -> bool:
-        """Whether every required part of ``template`` exists for ``channel``."""
-        if channel not in PARTS or not TEMPLATE_NAME_RE.match(template):
-            return False
-        return all(
-            (self.folder / self.path_of(template, channel, part)).is_file()
-            for part in PARTS[channel]
-            if part.required
-        )
+        return self._current.has(template, channel)
 
     def render(self, template: str, channel: str, context: dict[str, Any]) -> Rendered:
-        if channel not in PARTS:
-            raise TemplateProblem(f"unknown channel {channel!r}")
-        if not TEMPLATE_NAME_RE.match(template):
-            raise TemplateProblem(f"{template!r} is not a template name")
-        parts: dict[str, str] = {}
-        for part in PARTS[channel]:
-            path = self.path_of(template, channel, part)
-            if not part.required and not (self.folder / path).is_file():
-                continue
-            text = self._render_file(path, context)
-            parts[part.name] = single_line(text) if part.name in SINGLE_LINE_PARTS else text.strip()
-            if part.required and not parts[part.name]:
-                raise TemplateProblem(f"{path}: renders to nothing")
-        return Rendered(template, channel, parts)
-
-    def _render_file(self, path: str, context: dict[str, Any]) -> str:
-        try:
-            return self._env.get_template(path).render(context)
-        except jinja2.TemplateNotFound:
-            raise TemplateProblem(f"{path}: no such template in {self.folder}") from None
-        except jinja2.TemplateSyntaxError as exc:
-            where = exc.name or path
-            raise TemplateProblem(f"{where} line {exc.lineno}: syntax error: {exc.message}") from None
-        except Exception as exc:  # undefined variables, sandbox violations, filters on bad types
-            line = _template_line(exc, path)
-            where = f"{path} line {line}" if line else path
-            message = exc.message if isinstance(exc, jinja2.TemplateError) and exc.message else str(exc)
-            raise TemplateProblem(f"{where}: {type(exc).__name__}: {message}") from None
+        return self._current.render(template, channel, context)
 
     def template_names(self) -> list[str]:
-        """Templates are declared by their sample context: ``samples/<name>.json``."""
-        folder = self.folder / SAMPLES_DIR
-        if not folder.is_dir():
-            return []
-        return sorted(p.name.removesuffix(".json") for p in folder.glob("*.json"))
+        return self._current.template_names()
 
     def channels_of(self, template: str) -> list[str]:
-        return [channel for channel in PARTS if self.has(template, channel)]
+        return self._current.channels_of(template)
 
     def sample_context(self, template: str) -> dict[str, Any]:
-        path = self.folder / SAMPLES_DIR / f"{template}.json"
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise TemplateProblem(f"{SAMPLES_DIR}/{template}.json: {exc.strerror}") from None
-        except ValueError as exc:
-            raise TemplateProblem(f"{SAMPLES_DIR}/{template}.json: not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise TemplateProblem(f"{SAMPLES_DIR}/{template}.json: must be a JSON object")
-        return data
+        return self._current.sample_context(template)
 
-    def orphan_files(self) -> list[str]:
-        """Template files that belong to no declared template (a typo in a file name, usually)."""
-        expected = {
-            self.path_of(name, channel, part)
-            for name in self.template_names()
-            for channel, parts in PARTS.items()
-            for part in parts
-        }
-        orphans = []
-        for channel in PARTS:
-            folder = self.folder / channel
-            if not folder.is_dir():
-                continue
-            for path in sorted(folder.iterdir()):
-                relative = f"{channel}/{path.name}"
-                if path.is_file() and not path.name.startswith("_") and relative not in expected:
-                    orphans.append(relative)
-        return orphans
-
-    def check(self) -> list[str]:
-        """Render every template with its sample context; the problems found, empty if none."""
-        problems = [f"{path}: no samples/<name>.json declares this template" for path in self.orphan_files()]
-        names = self.template_names()
-        if not names:
-            problems.append(f"{self.folder}: no templates (no {SAMPLES_DIR}/*.json)")
-        for name in names:
-            if not TEMPLATE_NAME_RE.match(name):
-                problems.append(f"{SAMPLES_DIR}/{name}.json: {name!r} is not a valid template name")
-                continue
-            try:
-                context = self.sample_context(name)
-            except TemplateProblem as exc:
-                problems.append(str(exc))
-                continue
-            channels = [
-                channel
-                for channel, parts in PARTS.items()
-                if any((self.folder / self.path_of(name, channel, part)).is_file() for part in parts)
-            ]
-            if not channels:
-                problems.append(f"{name}: has a sample but no template in any channel")
-            for channel in channels:
-                try:
-                    self.render(name, channel, context)
-                except TemplateProblem as exc:
-                    problems.append(str(exc))
-        return problems
+    def check(self) -> list[TemplateProblem]:
+        """The problems of the folder as it is on disk now (what a reload would decide on)."""
+        return TemplateSet.load(self.folder).check()

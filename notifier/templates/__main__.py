@@ -1,7 +1,8 @@
 """``python -m notifier.templates check`` | ``render TEMPLATE CHANNEL [--context FILE]``.
 
-``check`` renders every template with its sample context and exits non-zero on any problem
-(CI runs it); ``render`` prints a preview of one template for one channel.
+``check`` renders every template of every channel with its sample context and exits non-zero on
+any problem: it is the very check a running notifier or worker makes before it loads an edited
+folder (the pre-commit hook and CI run it too). ``render`` prints a preview of one template.
 """
 
 from __future__ import annotations
@@ -13,30 +14,30 @@ from pathlib import Path
 
 from common.settings import SettingsError, load_settings
 from notifier.settings import CHANNELS, NotificationSettings
-from notifier.templates import TemplateProblem, TemplateRenderer
+from notifier.templates import TemplateProblem, TemplateSet
 
 
-def _check(renderer: TemplateRenderer) -> int:
-    problems = renderer.check()
+def _check(templates: TemplateSet) -> int:
+    problems = templates.check()
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if problems:
-        print(f"{len(problems)} problem(s) in {renderer.folder}", file=sys.stderr)
+        print(f"{len(problems)} problem(s) in {templates.folder}", file=sys.stderr)
         return 1
-    names = renderer.template_names()
+    names = templates.template_names()
     for name in names:
-        print(f"ok  {name}: {', '.join(renderer.channels_of(name))}")
+        print(f"ok  {name}: {', '.join(templates.channels_of(name))}")
     print(f"{len(names)} template(s) render with their sample context")
     return 0
 
 
-def _render(renderer: TemplateRenderer, template: str, channel: str, context_file: Path | None) -> int:
+def _render(templates: TemplateSet, template: str, channel: str, context_file: Path | None) -> int:
     try:
         if context_file is None:
-            context = renderer.sample_context(template)
+            context = templates.sample_context(template)
         else:
             context = json.loads(context_file.read_text(encoding="utf-8"))
-        rendered = renderer.render(template, channel, context)
+        rendered = templates.render(template, channel, context)
     except (TemplateProblem, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -61,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"notifier.templates: {exc}", file=sys.stderr)
         return 2
-    renderer = TemplateRenderer(folder)
+    templates = TemplateSet.load(folder)
     if args.command == "check":
-        return _check(renderer)
-    return _render(renderer, args.template, args.channel, args.context)
+        return _check(templates)
+    return _render(templates, args.template, args.channel, args.context)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def test_migrate_applies_the_schema_once(
         assert result.returncode == 0, result.stderr
         return result.stdout
 
-    assert "applied 1 migration(s): notifier/0001_notifications" in migrate()
+    assert "applied 2 migration(s): notifier/0001_notifications, notifier/0002_held_and_resend" in migrate()
     assert "applied 0 migration(s)" in migrate()
 
 

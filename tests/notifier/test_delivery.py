@@ -210,34 +210,39 @@ async def test_provider_4xx_fails_the_notification(
     assert provider.received("sms") == []
 
 
-async def test_a_broken_template_fails_the_notification_with_a_clear_message(
+async def test_a_broken_template_edit_is_not_loaded_and_the_last_good_one_is_sent(
     pool: asyncpg.Pool, deps: DeliveryDeps, smtp: SmtpServer, templates_dir: Path
 ) -> None:
     (templates_dir / "email" / "user.registered.subject.txt").write_text("Welcome {{ user.name ")
+    assert not deps.renderer.reload().loaded
     ids = await fanned_out(pool, user_registered_event())
 
-    assert await deliver(deps, ids["email"]) == "failed"
+    assert await deliver(deps, ids["email"]) == "sent"
 
-    row = await repository.get_notification(pool, ids["email"])
-    assert row is not None
-    assert row["last_error"].startswith(
-        "template error: email/user.registered.subject.txt line 1: syntax error"
-    )
-    assert smtp.handler.messages == []
+    [message] = smtp.handler.messages
+    assert message["Subject"] == "Welcome, Ada Lovelace"
+    assert await attempts_of(pool, ids["email"]) == ["sent"]
 
 
-async def test_a_template_using_an_unknown_variable_fails_instead_of_sending_blanks(
-    pool: asyncpg.Pool, deps: DeliveryDeps, smtp: SmtpServer, templates_dir: Path
+async def test_a_template_error_holds_the_notification_with_a_clear_reason(
+    pool: asyncpg.Pool, smtp: SmtpServer, templates_dir: Path, deps: DeliveryDeps
 ) -> None:
+    # The sample covers `nickname`, the real user does not: only a real render can find that.
+    sample = templates_dir / "samples" / "user.registered.json"
+    sample.write_text(sample.read_text().replace('"name": "Ada Lovelace",', '"name": "Ada", "nickname": "A",'))
     (templates_dir / "email" / "user.registered.text.txt").write_text("Hello\n{{ user.nickname }}\n")
+    assert deps.renderer.reload().loaded
     ids = await fanned_out(pool, user_registered_event())
 
-    assert await deliver(deps, ids["email"]) == "failed"
+    assert await deliver(deps, ids["email"]) == "held"
 
     row = await repository.get_notification(pool, ids["email"])
     assert row is not None
+    assert row["status"] == "held"
+    assert row["last_error"].startswith("held until the templates are fixed: template error: ")
     assert "email/user.registered.text.txt line 2" in row["last_error"]
     assert "nickname" in row["last_error"]
+    assert await attempts_of(pool, ids["email"]) == ["held"]
     assert smtp.handler.messages == []
 
 

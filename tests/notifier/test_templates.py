@@ -63,18 +63,23 @@ def test_render_command_rejects_an_unknown_template() -> None:
     assert "no.such" in result.stderr
 
 
-def test_edits_are_picked_up_without_a_restart(templates_dir: Path) -> None:
+def touch_later(path: Path) -> None:
+    """A later mtime, whatever the clock: a reload must see the change."""
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+
+
+def test_a_good_edit_is_loaded_by_the_next_reload(templates_dir: Path) -> None:
     renderer = TemplateRenderer(templates_dir)
     context = renderer.sample_context("user.registered")
     assert renderer.render("user.registered", "sms", context).parts["text"].startswith("Welcome Ada")
 
     path = templates_dir / "sms" / "user.registered.txt"
     path.write_text("Hi {{ user.name }}, edited by ops.")
-    stat = path.stat()
-    os.utime(
-        path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000)
-    )  # a later mtime, whatever the clock
+    touch_later(path)
 
+    assert renderer.reload().loaded
+    assert renderer.ok
     assert (
         renderer.render("user.registered", "sms", context).parts["text"] == "Hi Ada Lovelace, edited by ops."
     )

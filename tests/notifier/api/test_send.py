@@ -33,10 +33,12 @@ async def test_the_document_is_served(client: CheckedClient) -> None:
     assert (await response.text()).startswith("openapi: 3.1")
 
 
-async def test_readiness_names_database_redis_and_rabbitmq(client: CheckedClient) -> None:
+async def test_readiness_names_database_redis_rabbitmq_and_templates(client: CheckedClient) -> None:
     ready = await client.get("/health/ready")
     assert ready.status == 200
-    assert set((await ready.json())["components"]) == {"postgresql", "redis", "rabbitmq"}
+    body = await ready.json()
+    assert set(body["components"]) == {"postgresql", "redis", "rabbitmq", "templates"}
+    assert body["status"] == "UP"
 
 
 # --- sending --------------------------------------------------------------------------------
