@@ -3,6 +3,11 @@
 structlog renders through ecs-logging's formatter so Logstash/Elasticsearch get ECS fields
 (``@timestamp``, ``log.level``, ``trace.id`` …). Standard-library loggers (aiohttp, asyncpg,
 dramatiq) go through the same formatter, so the whole process writes one format.
+
+Every line carries ``service.name``, from every thread: it is added by a processor (and the
+stdlib formatter), not bound in contextvars, which a worker's threads would not see. The trace
+id has one field, ``trace.id``: a ``trace_id=`` keyword becomes it, and stdlib lines written
+inside a request or a job get it too.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ import logging
 import re
 import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
+from typing import Any
 
 import ecs_logging
 import structlog
@@ -25,9 +31,41 @@ REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
 
+TRACE_ID = "trace.id"
+
+
+def add_service_name(service: str) -> structlog.types.Processor:
+    def processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        event_dict.setdefault("service.name", service)
+        return event_dict
+
+    return processor
+
+
+def one_trace_id(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """``trace_id=`` (the event envelope's name) is logged as ECS ``trace.id``; never both."""
+    value = event_dict.pop("trace_id", None)
+    if value and not event_dict.get(TRACE_ID):
+        event_dict[TRACE_ID] = value
+    return event_dict
+
+
+class EcsStdlibFormatter(ecs_logging.StdlibFormatter):
+    """ecs-logging's formatter, plus the trace id bound in this thread's context (a request, a job)."""
+
+    def format_to_ecs(self, record: logging.LogRecord) -> dict[str, Any]:
+        result: dict[str, Any] = super().format_to_ecs(record)
+        trace_id = structlog.contextvars.get_contextvars().get(TRACE_ID)
+        if trace_id:
+            result.setdefault("trace", {})["id"] = trace_id
+        return result
+
+
 def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
     processors: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_service_name(service),
+        one_trace_id,
         structlog.processors.format_exc_info,
     ]
     if fmt == "json":
@@ -46,11 +84,14 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(**{"service.name": service})
 
     handler = logging.StreamHandler(sys.stdout)
     if fmt == "json":
-        handler.setFormatter(ecs_logging.StdlibFormatter(extra={"service": {"name": service}}))
+        handler.setFormatter(EcsStdlibFormatter(extra={"service": {"name": service}}))
+    else:
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s [%(levelname)s] service.name={service} %(name)s: %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -74,11 +115,11 @@ def trace_id_from_headers(headers: Mapping[str, str]) -> str:
 def bind_trace_id(trace_id: object) -> None:
     """Bind ``trace.id`` for the rest of this task (a worker's job): its log lines carry it."""
     if isinstance(trace_id, str) and trace_id:
-        structlog.contextvars.bind_contextvars(**{"trace.id": trace_id})
+        structlog.contextvars.bind_contextvars(**{TRACE_ID: trace_id})
 
 
 def current_trace_id() -> str | None:
-    value = structlog.contextvars.get_contextvars().get("trace.id")
+    value = structlog.contextvars.get_contextvars().get(TRACE_ID)
     return str(value) if value else None
 
 

@@ -122,8 +122,11 @@ def config_from_env(
             tls_cert=env.get("GATEWAY_TLS_CERT", "") or str(prefix / "tls/tls.crt"),
             tls_key=env.get("GATEWAY_TLS_KEY", "") or str(prefix / "tls/tls.key"),
             pid_file=str(prefix / "nginx.pid"),
-            error_log=str(log_dir / "gateway.error.log"),
-            access_log=f"{log_dir / 'gateway.access.log'} buffer=32k flush=1s",
+            # scripts/gateway.sh runs nginx under supervisord, which writes (and rotates) the
+            # logs: there they are /dev/stdout and /dev/stderr.
+            error_log=env.get("GATEWAY_ERROR_LOG", "").strip() or str(log_dir / "gateway.error.log"),
+            access_log=env.get("GATEWAY_ACCESS_LOG", "").strip()
+            or f"{log_dir / 'gateway.access.log'} buffer=32k flush=1s",
             temp_dir=str(prefix / "temp"),
             docs_dir=str(DOCS_SITE),
             swagger_ui_dir=str(swagger_ui_static()),

@@ -1,22 +1,19 @@
 #!/usr/bin/env bash
 # Run the system.
-#   ./scripts/deploy.sh local               everything on this host, no Docker (development)
-#   ./scripts/deploy.sh stop | status       stop or show what `local` started
-#   ./scripts/deploy.sh staging|production VERSION   build images and run docker compose
+#   ./scripts/deploy.sh local               everything on this host under supervisord, no Docker (development)
+#   ./scripts/deploy.sh status              every supervised process, its readiness, the gateway and Prometheus
+#   ./scripts/deploy.sh stop                stop every process `local` started, and supervisord
+#   ./scripts/deploy.sh ctl ARGS…           supervisorctl on host mode's supervisord (restart user_api_1, tail -f workers …)
+#   ./scripts/deploy.sh staging|production VERSION   build images, run docker compose, record the release
+#   ./scripts/deploy.sh rollback staging|production  run the release before the current one again (no build)
+#   ./scripts/deploy.sh releases staging|production  the release history
 # Re-running `local` is safe: it stops what it started before and starts it again.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
-load_env() {
-  if [ -f .env ]; then
-    info "reading .env"
-    set -a
-    # shellcheck disable=SC1091
-    . ./.env
-    set +a
-  fi
+local_defaults() {
   export APP_ENV="${APP_ENV:-development}" TZ=UTC
   # Without an SMTP server of the user's, mail goes to the local sink (listed on :8025).
   if [ -n "${SMTP_HOST:-}" ]; then
@@ -26,8 +23,9 @@ load_env() {
   fi
 }
 
-# name|readiness URL|command — the processes `local` runs, in start order. Ports come from the
-# environment (see .env.example). Two instances of each stateless API sit behind the gateway.
+# name|readiness URL|command — the processes `local` runs, in start order (supervisord's
+# priority; it stops them in the reverse order). Ports come from the environment (see
+# .env.example). Two instances of each stateless API sit behind the gateway.
 process_table() {
   if [ -z "${SMTP_HOST_FROM_USER:-}" ]; then
     echo "smtp_sink|http://127.0.0.1:${SMTP_SINK_HTTP_PORT:-8025}/health|$PY -m notifier.smtp_sink --port ${SMTP_PORT:-1025} --http-port ${SMTP_SINK_HTTP_PORT:-8025} --maildir var/mail"
@@ -41,49 +39,37 @@ process_table() {
   echo "workers|http://127.0.0.1:${WORKERS_METRICS_PORT:-9191}/|$PY -m workers --processes ${WORKER_PROCESSES:-2} --threads ${WORKER_THREADS:-8}"
 }
 
-start_process() { # name command...
-  local name=$1
-  shift
-  local pidfile="$RUN_DIR/$name.pid" log="$LOG_DIR/$name.log"
-  nohup setsid "$@" >>"$log" 2>&1 </dev/null &
-  echo $! >"$pidfile"
-  info "started $name (pid $!, log $log)"
-}
-
 stop_all() {
-  local any=0
+  # supervisord stops its programs in reverse priority (the gateway first), SIGTERM to each
+  # process group: the APIs drain, the workers finish the message in hand.
+  if sv_running; then
+    sv_shutdown
+    info "stopped supervisord and every program it ran"
+  else
+    info "supervisord was not running"
+  fi
+  # Leftovers of a run from before supervision (nohup'd processes with pid files).
+  "$ROOT/scripts/gateway.sh" stop >/dev/null
   shopt -s nullglob
+  local pidfile
   for pidfile in "$RUN_DIR"/*.pid; do
-    local name pid
-    name=$(basename "$pidfile" .pid)
-    pid=$(cat "$pidfile")
-    if kill -0 "$pid" 2>/dev/null; then
-      # SIGTERM lets the APIs drain and the workers finish the message in hand.
-      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-      kill -KILL -- "-$pid" 2>/dev/null || true
-      info "stopped $name"
-      any=1
-    fi
-    rm -f "$pidfile"
+    [ "$(basename "$pidfile")" = supervisord.pid ] || stop_pidfile "$pidfile"
   done
-  [ $any -eq 1 ] || info "nothing was running"
 }
 
 status() {
-  local down=0
+  local down=0 name url state pid
+  if ! sv_running; then
+    printf '  supervisord is not running (%s); nothing runs: ./scripts/deploy.sh local\n' "$SUPERVISOR_CONF"
+    return 1
+  fi
   while IFS='|' read -r name url _; do
-    local pidfile="$RUN_DIR/$name.pid" pid=""
-    [ -f "$pidfile" ] && pid=$(cat "$pidfile")
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-      if curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; then
-        printf '  %-14s ready    pid %-7s %s\n' "$name" "$pid" "$url"
-      else
-        printf '  %-14s NOT READY pid %-6s %s (log: %s)\n' "$name" "$pid" "$url" "$LOG_DIR/$name.log"
-        down=1
-      fi
+    state=$(sv_state "$name")
+    pid=$(sv_ctl pid "$name" 2>/dev/null || true)
+    if [ "$state" = RUNNING ] && curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; then
+      printf '  %-16s ready     pid %-7s %s\n' "$name" "$pid" "$url"
     else
-      printf '  %-14s DOWN                   (log: %s)\n' "$name" "$LOG_DIR/$name.log"
+      printf '  %-16s %-9s pid %-7s %s (log: %s)\n' "$name" "${state:-UNKNOWN}" "$pid" "$url" "$LOG_DIR/$name.log"
       down=1
     fi
   done < <(process_table)
@@ -93,8 +79,9 @@ status() {
 }
 
 ensure_roles() {
-  # The accounts named in .env: a RabbitMQ user and a PostgreSQL role that may create the
-  # service databases. Only for servers on this host, and only when they are not the defaults.
+  # The accounts named in .env: a RabbitMQ user and a PostgreSQL role that owns the service
+  # databases. Only for servers on this host, and only when they are not the defaults. The SQL
+  # is docker/postgres-init/10-roles-and-databases.sql, which compose runs on first start too.
   local rmq_user="${RABBITMQ_USERNAME:-guest}" db_user="${DB_USERNAME:-postgres}"
   if [ "$rmq_user" != guest ] && command -v rabbitmqctl >/dev/null; then
     step "RabbitMQ user $rmq_user"
@@ -105,33 +92,16 @@ ensure_roles() {
   fi
   if [ "$db_user" != postgres ] && command -v psql >/dev/null; then
     step "PostgreSQL role $db_user and its databases"
-    local admin=(psql -q -h "${DB_HOST:-127.0.0.1}" -p "${DB_PORT:-5432}" -U "${DB_ADMIN_USERNAME:-postgres}" -v ON_ERROR_STOP=1)
-    PGPASSWORD="${DB_ADMIN_PASSWORD:-}" "${admin[@]}" -d postgres -v role="$db_user" -v password="${DB_PASSWORD:-}" <<'SQL'
-SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'role', :'password')
-WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
-SELECT format('ALTER ROLE %I PASSWORD %L', :'role', :'password') \gexec
-SQL
-    local db
-    for db in "${USER_DB_NAME:-users}" "${ORDER_DB_NAME:-orders}" "${NOTIFICATION_DB_NAME:-notifications}"; do
-      PGPASSWORD="${DB_ADMIN_PASSWORD:-}" "${admin[@]}" -d postgres -v role="$db_user" -v db="$db" <<'SQL'
-SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'role')
-WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \gexec
-SELECT format('GRANT ALL ON DATABASE %I TO %I', :'db', :'role') \gexec
-SQL
-      # A database created earlier by another account: let the role use what is already there.
-      PGPASSWORD="${DB_ADMIN_PASSWORD:-}" "${admin[@]}" -d "$db" -v role="$db_user" <<'SQL'
-SELECT format('GRANT ALL ON SCHEMA public TO %I', :'role') \gexec
-SELECT format('GRANT ALL ON ALL TABLES IN SCHEMA public TO %I', :'role') \gexec
-SELECT format('GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO %I', :'role') \gexec
-SQL
-    done
+    PGPASSWORD="${DB_ADMIN_PASSWORD:-}" DB_ROLE="$db_user" DB_ROLE_PASSWORD="${DB_PASSWORD:-}" \
+      psql -q -h "${DB_HOST:-127.0.0.1}" -p "${DB_PORT:-5432}" -U "${DB_ADMIN_USERNAME:-postgres}" -d postgres \
+      -f "$ROOT/docker/postgres-init/10-roles-and-databases.sql" >/dev/null
   fi
 }
 
 deploy_local() {
   step "checking the host"
   command -v python3 >/dev/null || die "python3 is missing (Debian: apt-get install python3 python3-venv)"
-  apt_install curl ca-certificates jq
+  apt_install curl ca-certificates jq supervisor
   ensure_venv
 
   step "checking PostgreSQL, Redis and RabbitMQ"
@@ -161,17 +131,25 @@ deploy_local() {
     LOG_FORMAT=console ADMIN_PASSWORD="${ADMIN_PASSWORD:-admin-dev-password}" "$PY" -m user_api create-admin "${ADMIN_EMAIL:-admin@example.com}"
   fi
 
-  step "starting the services"
+  step "starting the services under supervisord ($SUPERVISOR_CONF)"
+  # A fresh supervisord with this run's environment; the gateway and monitoring add theirs below.
+  sv_write_conf
+  rm -f "$SUPERVISOR_DIR"/programs/*.conf "$SUPERVISOR_DIR"/env/*.env
+  local name url command priority=100
   while IFS='|' read -r name _ command; do
     # shellcheck disable=SC2086  # the command line is word-split on purpose
-    start_process "$name" $command
+    sv_program --priority "$priority" "$name" $command
+    priority=$((priority + 10))
   done < <(process_table)
+  sv_start
+  info "supervisord pid $(cat "$RUN_DIR/supervisord.pid"), log $LOG_DIR/supervisord.log"
 
   step "waiting until every process is ready"
   while IFS='|' read -r name url _; do
     if wait_http "$url" 90; then
-      info "$name ready"
+      info "$name ready (pid $(sv_ctl pid "$name"))"
     else
+      sv_ctl status "$name" >&2 || true
       tail -n 30 "$LOG_DIR/$name.log" >&2
       die "$name did not become ready at $url; its log is $LOG_DIR/$name.log"
     fi
@@ -196,7 +174,8 @@ deploy_local() {
     Fake SMS/push   http://127.0.0.1:${FAKE_PROVIDER_PORT:-8090}/_fake/messages
     Prometheus      http://127.0.0.1:9090  (targets, alert rules)
     RabbitMQ UI     http://127.0.0.1:15672  (dead letters: queues *.XQ; ${RABBITMQ_USERNAME:-guest}/…)
-    Logs            $LOG_DIR      Pids: $RUN_DIR
+    Supervision     ./scripts/deploy.sh status | ctl status | ctl restart NAME   (every process restarts when it exits)
+    Logs            $LOG_DIR (rotated at $LOG_MAX_BYTES, $LOG_BACKUPS kept)      Pids: $RUN_DIR
     Dev admin       ${ADMIN_EMAIL:-admin@example.com} / ${ADMIN_PASSWORD:-admin-dev-password}
 
     Try:  curl -s -X POST $gw/api/auth/register \\
@@ -205,31 +184,116 @@ deploy_local() {
 TXT
 }
 
+# --- releases (staging and production) -----------------------------------------------------------
+# One history file per environment, one tab-separated line per deployment:
+#   time  action(deploy|rollback)  version  outcome(ok|failed)  revision
+# It lives outside the checkout (a CI checkout is cleaned between runs).
+RELEASES_DIR="${RELEASES_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/microservices-app/releases}"
+
+release_history() { echo "$RELEASES_DIR/$1.tsv"; }
+
+record_release() { # env action version outcome
+  mkdir -p "$RELEASES_DIR"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$2" "$3" "$4" \
+    "$(git rev-parse HEAD 2>/dev/null || echo unknown)" >>"$(release_history "$1")"
+}
+
+release_stack() { # env — the versions in service, oldest first, the current one last
+  # A deployment pushes its version (unless it is already the current one); a rollback pops
+  # the current one. Failed attempts change nothing.
+  local file
+  file=$(release_history "$1")
+  [ -f "$file" ] || return 0
+  awk -F'\t' '
+    $4 != "ok" { next }
+    $2 == "deploy" { if (n == 0 || stack[n] != $3) stack[++n] = $3 }
+    $2 == "rollback" { if (n > 0) n-- }
+    END { for (i = 1; i <= n; i++) print stack[i] }
+  ' "$file"
+}
+
+compose() { # env version compose-args…
+  local env=$1 version=$2
+  shift 2
+  local files=(-f docker-compose.yml -f "docker-compose.$([ "$env" = production ] && echo prod || echo staging).yml")
+  IMAGE_TAG="$version" docker compose "${files[@]}" "$@"
+}
+
 deploy_compose() { # staging|production VERSION
   local env=$1 version=${2:-}
   [ -n "$version" ] || die "usage: $0 $env VERSION"
+  # Docker's tag grammar (as scripts/build.sh checks it).
+  [[ "$version" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "not a valid image tag: '$version'"
   command -v docker >/dev/null || die "docker is not installed"
-  local files=(-f docker-compose.yml -f "docker-compose.$([ "$env" = production ] && echo prod || echo staging).yml")
   step "building images $version"
-  IMAGE_TAG="$version" docker compose "${files[@]}" build
-  step "starting $env"
-  IMAGE_TAG="$version" docker compose "${files[@]}" up -d --remove-orphans --wait
-  IMAGE_TAG="$version" docker compose "${files[@]}" ps
+  compose "$env" "$version" build
+  step "starting $env $version"
+  if ! compose "$env" "$version" up -d --remove-orphans --wait; then
+    record_release "$env" deploy "$version" failed
+    die "$env $version did not become healthy; './scripts/deploy.sh rollback $env' returns to $(release_stack "$env" | tail -n 1)"
+  fi
+  record_release "$env" deploy "$version" ok
+  compose "$env" "$version" ps
+  info "$env runs $version (history: $(release_history "$env"))"
+}
+
+rollback_compose() { # staging|production
+  local env=${1:-}
+  case "$env" in staging | production) ;; *) die "usage: $0 rollback staging|production" ;; esac
+  command -v docker >/dev/null || die "docker is not installed"
+  local stack current previous
+  stack=$(release_stack "$env")
+  current=$(tail -n 1 <<<"$stack")
+  previous=$(tail -n 2 <<<"$stack" | head -n 1)
+  if [ -z "$current" ] || [ "$previous" = "$current" ]; then
+    die "no earlier $env release to return to (history: $(release_history "$env"))"
+  fi
+  # The previous release's images as they were built then: never rebuilt from this checkout.
+  step "rolling $env back from $current to $previous"
+  if ! compose "$env" "$previous" up -d --no-build --pull missing --remove-orphans --wait; then
+    record_release "$env" rollback "$previous" failed
+    die "the rollback of $env to $previous did not become healthy"
+  fi
+  record_release "$env" rollback "$previous" ok
+  compose "$env" "$previous" ps
+  info "$env runs $previous again"
+}
+
+releases() { # staging|production
+  local env=${1:-} file
+  case "$env" in staging | production) ;; *) die "usage: $0 releases staging|production" ;; esac
+  file=$(release_history "$env")
+  [ -f "$file" ] || { info "no $env release recorded ($file)"; return 0; }
+  printf '  %-20s  %-8s  %-24s  %-7s  %s\n' time action version outcome revision
+  awk -F'\t' '{ printf "  %-20s  %-8s  %-24s  %-7s  %s\n", $1, $2, $3, $4, substr($5, 1, 12) }' "$file"
+  info "in service: $(release_stack "$env" | tail -n 1)"
 }
 
 main() {
   local cmd=${1:-}
   load_env
   case "$cmd" in
-    local) deploy_local ;;
+    local)
+      local_defaults
+      deploy_local
+      ;;
     stop)
       step "stopping"
-      "$ROOT/scripts/gateway.sh" stop
       stop_all
       ;;
-    status) status ;;
+    status)
+      local_defaults
+      status
+      ;;
+    ctl)
+      shift
+      sv_running || die "supervisord is not running (./scripts/deploy.sh local starts it)"
+      sv_ctl "$@"
+      ;;
     staging | production) deploy_compose "$cmd" "${2:-}" ;;
-    *) die "usage: $0 local | stop | status | staging VERSION | production VERSION" ;;
+    rollback) rollback_compose "${2:-}" ;;
+    releases) releases "${2:-}" ;;
+    *) die "usage: $0 local | stop | status | ctl ARGS | staging VERSION | production VERSION | rollback ENV | releases ENV" ;;
   esac
 }
 

@@ -6,31 +6,25 @@
 #   scripts/gateway.sh status   running? answering /health? and each service through it
 #   scripts/gateway.sh test     render and `nginx -t`, nothing started
 #   scripts/gateway.sh render   render only (var/gateway/conf/nginx.conf)
-#   scripts/gateway.sh reopen   reopen the log files (after logrotate moved them)
+#   scripts/gateway.sh reopen   reopen the log files (nginx -s reopen)
 # The configuration is rendered from gateway_conf/templates by `python -m gateway_conf.render`;
 # ports, instances and CORS origins come from the environment (.env; see docs/deployment.md).
 # nginx runs with its own prefix (GATEWAY_PREFIX, default var/gateway: config, pid, temp files,
-# the development certificate) and logs to var/log/gateway.{access,error}.log, so nothing under
-# /etc/nginx is touched and the system's nginx service, if any, stays out of it.
+# the development certificate), so nothing under /etc/nginx is touched and the system's nginx
+# service, if any, stays out of it. It runs in the foreground under host mode's supervisord
+# (program "gateway", restarted when it exits), which writes its access log (stdout) and error
+# log (stderr) to var/log/gateway.{access,error}.log and rotates them by size.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 cd "$ROOT"
-
-if [ -f .env ]; then
-  # .env fills in what the caller's environment (deploy.sh, a shell) does not already say.
-  exported_before=$(export -p)
-  set -a
-  # shellcheck disable=SC1091
-  . ./.env
-  set +a
-  eval "$exported_before"
-fi
+load_env
 
 PREFIX="${GATEWAY_PREFIX:-$ROOT/var/gateway}"
 CONF="$PREFIX/conf/nginx.conf"
 PID_FILE="$PREFIX/nginx.pid"
 ERROR_LOG="$LOG_DIR/gateway.error.log"
+ACCESS_LOG="$LOG_DIR/gateway.access.log"
 HTTP_PORT="${GATEWAY_HTTP_PORT:-80}"
 PROBE_HOST="${GATEWAY_LISTEN_ADDRESS:-127.0.0.1}"
 BASE_URL="http://$PROBE_HOST:$HTTP_PORT"
@@ -76,7 +70,8 @@ render() {
   local python out
   python=$(python_bin)
   mkdir -p "$PREFIX" "$LOG_DIR"
-  if ! out=$(GATEWAY_PREFIX="$PREFIX" LOG_DIR="$LOG_DIR" PATH="$PATH:/usr/sbin" "$python" -m gateway_conf.render --mode host \
+  if ! out=$(GATEWAY_PREFIX="$PREFIX" LOG_DIR="$LOG_DIR" GATEWAY_ACCESS_LOG=/dev/stdout GATEWAY_ERROR_LOG=/dev/stderr \
+    PATH="$PATH:/usr/sbin" "$python" -m gateway_conf.render --mode host \
     --out "$PREFIX/conf" --self-signed-if-missing "${user_args[@]}" 2>&1); then
     printf '%s\n' "$out" >&2
     die "rendering the gateway configuration failed"
@@ -85,7 +80,7 @@ render() {
 }
 
 nginx_cmd() {
-  "$(nginx_bin)" -p "$PREFIX/" -c "$CONF" -e "$ERROR_LOG" "$@"
+  "$(nginx_bin)" -p "$PREFIX/" -c "$CONF" -e stderr "$@"
 }
 
 check_config() {
@@ -109,29 +104,43 @@ start() {
   render
   check_config
   local pid
-  if pid=$(running_pid); then
+  if supervised && pid=$(running_pid); then
     nginx_cmd -s reload
     info "reloaded the running gateway (pid $pid)"
   else
+    stop_unsupervised || true
     if port_open "$PROBE_HOST" "$HTTP_PORT"; then
       die "port $HTTP_PORT is taken by another program (a system nginx? \`systemctl disable --now nginx\`); stop it or set GATEWAY_HTTP_PORT"
     fi
-    nginx_cmd
-    info "started nginx (pid $(cat "$PID_FILE"), logs $LOG_DIR/gateway.*.log)"
+    # QUIT: nginx finishes the requests in flight before it exits.
+    launch --priority 600 --stopsignal QUIT --log "$ACCESS_LOG" --stderr-log "$ERROR_LOG" \
+      gateway "$(nginx_bin)" -p "$PREFIX/" -c "$CONF" -e stderr -g "daemon off;"
   fi
   if ! wait_http "$BASE_URL/health" 15; then
     tail -n 20 "$ERROR_LOG" >&2 || true
     die "the gateway does not answer $BASE_URL/health"
   fi
+  info "nginx pid $(sv_ctl pid gateway), logs $LOG_DIR/gateway.{access,error}.log"
   info "gateway up: $BASE_URL and https://$PROBE_HOST:${GATEWAY_HTTPS_PORT:-443}"
 }
 
+supervised() { sv_running && [ -n "$(sv_state gateway)" ]; }
+
 stop() {
+  local was=1
+  if supervised; then
+    stop_program gateway
+    was=0
+  fi
+  stop_unsupervised && was=0
+  if [ $was -eq 0 ]; then info "gateway: stopped"; else info "gateway: not running"; fi
+}
+
+stop_unsupervised() {
+  # An nginx started by an older gateway.sh (daemonized, not supervised); 1 if there is none.
   local pid
-  if ! pid=$(running_pid); then
-    info "gateway: not running"
-    rm -f "$PID_FILE"
-    return 0
+  if supervised || ! pid=$(running_pid); then
+    return 1
   fi
   # QUIT: stop accepting, finish what is in flight, then exit.
   kill -QUIT "$pid"
@@ -145,15 +154,16 @@ stop() {
     sleep 1
   fi
   rm -f "$PID_FILE"
-  info "gateway: stopped (pid $pid)"
+  info "gateway: stopped the unsupervised nginx (pid $pid)"
 }
 
 status() {
-  local pid code down=0
-  if pid=$(running_pid); then
-    printf '  %-16s running (pid %s)\n' gateway "$pid"
+  local pid code down=0 state=""
+  sv_running && state=$(sv_state gateway)
+  if [ "$state" = RUNNING ] && pid=$(running_pid); then
+    printf '  %-16s running (pid %s, supervised)\n' gateway "$pid"
   else
-    printf '  %-16s DOWN (see %s)\n' gateway "$ERROR_LOG"
+    printf '  %-16s %s (see %s)\n' gateway "${state:-DOWN}" "$ERROR_LOG"
     return 1
   fi
   for path in /health /health/user /health/order /health/notification; do

@@ -6,8 +6,9 @@
 #
 # Prometheus listens on http://127.0.0.1:9090 with monitoring/prometheus/prometheus.host.yml:
 # every target is configured whether or not its process runs; one that does not run is down.
-# Pid files and logs go to var/run and var/log like deploy.sh's, so `deploy.sh stop` stops
-# these processes too. Prometheus keeps its data in var/lib/prometheus.
+# Each process runs under host mode's supervisord like deploy.sh's (restarted when it exits, log
+# in var/log rotated by size), so `deploy.sh stop` stops them too. Prometheus keeps its data in
+# var/lib/prometheus.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -20,19 +21,6 @@ PROM_URL="http://$PROM_ADDR"
 PACKAGES=(prometheus prometheus-postgres-exporter prometheus-redis-exporter prometheus-nginx-exporter)
 # name|port — the processes this script owns, in start order (Prometheus last).
 COMPONENTS=("postgres_exporter|9187" "redis_exporter|9121" "nginx_exporter|9113" "prometheus|${PROM_ADDR##*:}")
-
-load_env() {
-  # .env fills in what the caller's environment (deploy.sh, a shell) does not already say.
-  if [ -f .env ]; then
-    local exported_before
-    exported_before=$(export -p)
-    set -a
-    # shellcheck disable=SC1091
-    . ./.env
-    set +a
-    eval "$exported_before"
-  fi
-}
 
 is_local() { [ "$1" = 127.0.0.1 ] || [ "$1" = localhost ] || [ "$1" = ::1 ]; }
 
@@ -47,27 +35,13 @@ postgres_dsn() {
     "${DB_HOST:-127.0.0.1}" "${DB_PORT:-5432}" "${DB_USERNAME:-postgres}" "$password" "$sslmode"
 }
 
-launch() { # name command... — detached, in its own process group, like deploy.sh's services
-  local name=$1
-  shift
-  local pidfile="$RUN_DIR/$name.pid" log="$LOG_DIR/$name.log"
-  nohup setsid "$@" >>"$log" 2>&1 </dev/null &
-  echo $! >"$pidfile"
-  info "started $name (pid $!, log $log)"
-}
-
+# launch NAME COMMAND… (scripts/lib.sh) runs a component under supervisord with this shell's
+# environment; Prometheus flushes its head block on SIGTERM within supervisord's stop wait.
 stop_component() { # name
-  local pidfile="$RUN_DIR/$1.pid" pid
-  [ -f "$pidfile" ] || return 0
-  pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    # Prometheus flushes its head block on SIGTERM; give it a moment.
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    info "stopped $1"
-  fi
-  rm -f "$pidfile"
+  stop_program "$1"
+  # A component started by an older monitoring.sh, before supervision.
+  [ -f "$RUN_DIR/$1.pid" ] && ! sv_running && stop_pidfile "$RUN_DIR/$1.pid"
+  return 0
 }
 
 stop_all() {
@@ -168,14 +142,14 @@ for t in sorted(json.load(sys.stdin)["data"]["activeTargets"], key=lambda t: t["
 }
 
 status() {
-  local down=0 entry name pid
+  local down=0 entry name state=""
   for entry in "${COMPONENTS[@]}"; do
     name=${entry%%|*}
-    pid=$(cat "$RUN_DIR/$name.pid" 2>/dev/null || true)
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-      printf '  %-16s running (pid %s)\n' "$name" "$pid"
+    sv_running && state=$(sv_state "$name")
+    if [ "$state" = RUNNING ]; then
+      printf '  %-16s running (pid %s, supervised)\n' "$name" "$(sv_ctl pid "$name")"
     else
-      printf '  %-16s DOWN (see %s)\n' "$name" "$LOG_DIR/$name.log"
+      printf '  %-16s %s (see %s)\n' "$name" "${state:-DOWN}" "$LOG_DIR/$name.log"
       down=1
     fi
   done

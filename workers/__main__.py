@@ -4,8 +4,10 @@ Dramatiq's Prometheus middleware shares metrics between its processes through fi
 ``PROMETHEUS_MULTIPROC_DIR``, and prometheus_client decides at import whether to use them. So
 the variable must be set, and the directory emptied of a previous run's files (they would be
 summed into this run's counters), before dramatiq starts — which is what this wrapper does,
-then it replaces itself with ``python -m dramatiq workers …``. Metrics are served on
-``WORKERS_METRICS_PORT`` (default 9191) at ``HTTP_HOST``.
+then it replaces itself (same pid, for the supervisor) with a fresh interpreter that imports with
+that environment and runs Dramatiq's command line in-process (``dramatiq workers …``) with our
+ECS logging, so the master's own lines are JSON with ``service.name`` like its workers'. Metrics
+are served on ``WORKERS_METRICS_PORT`` (default 9191) at ``HTTP_HOST``.
 
 Options are passed on, e.g. ``python -m workers --processes 2 --threads 8``.
 """
@@ -20,6 +22,8 @@ from common.settings import SettingsError, load_settings
 from workers.settings import WorkerSettings
 
 DEFAULT_MULTIPROC_DIR = "var/prometheus/workers"
+# Set on the re-executed interpreter: the environment is ready, run Dramatiq.
+PREPARED = "WORKERS_ENVIRONMENT_PREPARED"
 
 
 def prepare_multiproc_dir(directory: Path) -> None:
@@ -36,7 +40,21 @@ def dramatiq_environment(settings: WorkerSettings, directory: Path) -> dict[str,
         "dramatiq_prom_db": str(directory),
         "dramatiq_prom_host": settings.http_host,
         "dramatiq_prom_port": str(settings.workers_metrics_port),
+        PREPARED: "1",
     }
+
+
+def run_dramatiq(settings: WorkerSettings, args: list[str]) -> int:
+    # Imported here, after the re-exec: prometheus_client reads the prepared environment at import.
+    from dramatiq.cli import main as dramatiq_main
+    from dramatiq.cli import make_argument_parser
+
+    from common.logging import configure_logging
+
+    # Dramatiq's own logging setup would replace ours with its text format.
+    configure_logging("workers", settings.log_level, settings.log_format)
+    parsed = make_argument_parser().parse_args(["workers", *args, "--skip-logging"])  # type: ignore[no-untyped-call]
+    return int(dramatiq_main(parsed) or 0)  # type: ignore[no-untyped-call]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"workers: {exc}", file=sys.stderr)
         return 2
+    if os.environ.get(PREPARED) == "1":
+        return run_dramatiq(settings, args)
     directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or DEFAULT_MULTIPROC_DIR).resolve()
     prepare_multiproc_dir(directory)
-    command = [sys.executable, "-m", "dramatiq", "workers", *args]
+    command = [sys.executable, "-m", "workers", *args]
     os.execve(sys.executable, command, dramatiq_environment(settings, directory))  # noqa: S606 - our own interpreter
 
 

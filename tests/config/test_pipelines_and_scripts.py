@@ -202,38 +202,58 @@ def test_build_refuses_a_version_docker_cannot_tag(fake_docker: Path, version: s
 
 # --- docker/postgres-init ----------------------------------------------------------------------
 
+INIT_SQL = ROOT / "docker/postgres-init/10-roles-and-databases.sql"
 
-def test_postgres_init_creates_each_database_once() -> None:
+
+def psql_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PGHOST": PG_HOST, "PGPORT": str(PG_PORT), "PGPASSWORD": PG_PASSWORD, **extra}
+
+
+def run_psql(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     psql = require_tool("psql")
+    return subprocess.run([psql, "-U", PG_USER, *args], env=env, capture_output=True, text=True, check=False)
+
+
+def test_postgres_init_is_the_only_init_file_and_deploy_runs_it() -> None:
+    # One definition of roles and databases: compose mounts the folder, host mode runs the file.
+    assert sorted(p.name for p in INIT_SQL.parent.iterdir()) == [INIT_SQL.name]
+    assert "docker/postgres-init/10-roles-and-databases.sql" in (ROOT / "scripts/deploy.sh").read_text()
+    mounts = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["postgres"]["volumes"]
+    assert "./docker/postgres-init:/docker-entrypoint-initdb.d:ro" in mounts
+
+
+@pytest.mark.parametrize("with_role", [False, True], ids=["caller-owns", "own-role"])
+def test_postgres_init_creates_each_database_once(with_role: bool) -> None:
     suffix = uuid.uuid4().hex[:8]
     names = {"USER_DB_NAME": f"t_init_users_{suffix}", "ORDER_DB_NAME": f"t_init_orders_{suffix}"}
     names["NOTIFICATION_DB_NAME"] = f"t_init_notifications_{suffix}"
-    env = {
-        **os.environ,
-        **names,
-        "POSTGRES_USER": PG_USER,
-        "PGHOST": PG_HOST,
-        "PGPORT": str(PG_PORT),
-        "PGPASSWORD": PG_PASSWORD,
-    }
-    script = ROOT / "docker/postgres-init/10-databases.sh"
+    role = f"t_init_role_{suffix}"
+    extra = {"DB_ROLE": role, "DB_ROLE_PASSWORD": "it's s3cret"} if with_role else {}
+    env = psql_env(**names, **extra)
     try:
         for _ in range(2):  # the second run finds them and creates nothing
-            result = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, check=False)
+            result = run_psql("-d", "postgres", "-q", "-f", str(INIT_SQL), env=env)
             assert result.returncode == 0, result.stderr
-        listed = subprocess.run(
-            [psql, "-U", PG_USER, "-d", "postgres", "-Atc", "SELECT datname FROM pg_database"],
+            assert "ERROR" not in result.stderr
+        listed = run_psql(
+            "-d",
+            "postgres",
+            "-Atc",
+            "SELECT datname || ':' || pg_get_userbyid(datdba) FROM pg_database",
             env=env,
-            capture_output=True,
-            text=True,
-            check=True,
         ).stdout.split()
-        assert set(names.values()) <= set(listed)
+        owner = role if with_role else PG_USER
+        assert {f"{name}:{owner}" for name in names.values()} <= set(listed)
+        if with_role:
+            with_password = run_psql(
+                "-d",
+                "postgres",
+                "-Atc",
+                "SELECT rolname FROM pg_authid WHERE rolcanlogin AND rolpassword IS NOT NULL",
+                env=env,
+            ).stdout.split()
+            assert role in with_password
     finally:
         for database in names.values():
-            subprocess.run(
-                [psql, "-U", PG_USER, "-d", "postgres", "-c", f'DROP DATABASE IF EXISTS "{database}"'],
-                env=env,
-                capture_output=True,
-                check=False,
-            )
+            run_psql("-d", "postgres", "-c", f'DROP DATABASE IF EXISTS "{database}"', env=env)
+        run_psql("-d", "postgres", "-c", f'DROP ROLE IF EXISTS "{role}"', env=env)
