@@ -1,9 +1,10 @@
 """Publishing to RabbitMQ with aiormq on a confirm channel: a message counts as sent only once
 the broker has acknowledged it, and a message no queue would take is a failure, not a silent drop.
 
-Queues are declared exactly as Dramatiq's ``RabbitmqBroker`` declares them (same names, same
-arguments), because RabbitMQ refuses a second declaration with different arguments
-(``PRECONDITION_FAILED``), and the workers' broker declares them too.
+Queues are declared with exactly the arguments the workers' broker uses (same names, same
+arguments, ``workers.rabbitmq.QuorumRabbitmqBroker``), because RabbitMQ refuses a second
+declaration with different arguments (``PRECONDITION_FAILED``). They are quorum queues
+(replicated on a cluster) with a delivery limit; see ``dramatiq_queue_arguments``.
 """
 
 from __future__ import annotations
@@ -30,9 +31,50 @@ class PublishRejected(Exception):
     """The broker answered but did not take the message (returned as unroutable, or nacked)."""
 
 
+# A message redelivered this many times (its consumer crashed or lost its connection while holding
+# it: a poison message) goes to ``Q.XQ`` instead of crashing the next worker. Retries do not
+# count: Dramatiq retries by publishing a new message. 20 is RabbitMQ 4's default; a policy
+# (``delivery-limit``) can lower it without redeclaring, the lower of the two applies.
+DELIVERY_LIMIT = 20
+
+
 def dramatiq_queue_arguments(queue_name: str) -> FieldTable:
-    """Arguments of a Dramatiq queue and of its delay queue (``Q.DQ``): dead letters go to ``Q.XQ``."""
-    return {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": xq_name(queue_name)}
+    """Arguments of a work queue and of its delay queue (``Q.DQ``): dead letters go to ``Q.XQ``.
+
+    Quorum queues, because classic queues are not replicated. ``at-least-once`` dead-lettering
+    keeps a message in its queue until ``Q.XQ`` has confirmed it (it needs ``reject-publish``,
+    which does nothing without a length limit). No ``x-max-priority``: quorum queues refuse it.
+    """
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": DELIVERY_LIMIT,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": xq_name(queue_name),
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+def dead_letter_queue_arguments() -> FieldTable:
+    """Arguments of ``Q.XQ``: a quorum queue too (dead letters are data), with Dramatiq's TTL.
+
+    No delivery limit: browsing with ``workers.dlq`` returns every message it looked at, which
+    counts as a delivery. (RabbitMQ 4 sets a default limit of 20; there ``-1`` would be needed.)
+    """
+    # Dramatiq requires a fixed TTL here: RabbitMQ expires messages head-first only.
+    return {"x-queue-type": "quorum", "x-message-ttl": DEAD_MESSAGE_TTL}
+
+
+def queue_family(queue_name: str) -> dict[str, FieldTable]:
+    """``Q``, ``Q.DQ`` and ``Q.XQ`` with their arguments, in the order they are declared."""
+    return {
+        queue_name: dramatiq_queue_arguments(queue_name),
+        dq_name(queue_name): dramatiq_queue_arguments(queue_name),
+        xq_name(queue_name): dead_letter_queue_arguments(),
+    }
+
+
+MIGRATE_HINT = "a queue of an older version (classic)? run `python -m workers.queues migrate`"
 
 
 class ConfirmingPublisher:
@@ -69,17 +111,17 @@ class ConfirmingPublisher:
         log.info("amqp_connected")
 
     async def declare_dramatiq_queue(self, queue_name: str) -> None:
-        """Declare ``Q``, ``Q.DQ`` and ``Q.XQ`` durable, with Dramatiq's arguments."""
+        """Declare ``Q``, ``Q.DQ`` and ``Q.XQ`` durable, with the workers' arguments."""
         channel = self._require_channel()
         try:
             async with asyncio.timeout(self._publish_timeout_s):
-                arguments = dramatiq_queue_arguments(queue_name)
-                await channel.queue_declare(queue_name, durable=True, arguments=arguments)
-                await channel.queue_declare(dq_name(queue_name), durable=True, arguments=arguments)
-                # Dramatiq requires a fixed TTL here: RabbitMQ expires messages head-first only.
-                await channel.queue_declare(
-                    xq_name(queue_name), durable=True, arguments={"x-message-ttl": DEAD_MESSAGE_TTL}
-                )
+                for name, arguments in queue_family(queue_name).items():
+                    await channel.queue_declare(name, durable=True, arguments=arguments)
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            await self.close()
+            raise AmqpUnavailable(
+                f"cannot declare queue {queue_name!r}: {_describe(exc)} ({MIGRATE_HINT})"
+            ) from exc
         except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
             await self.close()
             raise AmqpUnavailable(f"cannot declare queue {queue_name!r}: {_describe(exc)}") from exc

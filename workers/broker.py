@@ -1,5 +1,6 @@
-"""The Dramatiq broker: RabbitMQ with publisher confirms, retries with capped jittered backoff,
-async actors, Prometheus metrics, and the worker's own resources.
+"""The Dramatiq broker: RabbitMQ quorum queues with publisher confirms and annotated dead letters
+(``workers.rabbitmq``), retries with capped jittered backoff, async actors, Prometheus metrics,
+and the worker's own resources.
 
 Middleware order matters: Dramatiq runs ``before_*`` hooks in list order and ``after_*`` hooks in
 reverse. So ``DeadLetterStatus`` sits before ``Retries`` (it must see Retries' verdict on a
@@ -14,7 +15,6 @@ from typing import Any
 import dramatiq
 import structlog
 from dramatiq import Broker, Middleware
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import (
     AgeLimit,
     AsyncIO,
@@ -29,14 +29,22 @@ from dramatiq.middleware.prometheus import Prometheus
 
 from common.settings import load_settings
 from notifier.delivery import mark_dead
+from workers.deadletters import REPLAYS_OPTION
+from workers.rabbitmq import QuorumRabbitmqBroker
 from workers.resources import WorkerResources, resources, run_on_worker_loop
 from workers.settings import WorkerSettings
 
 log = structlog.get_logger(__name__)
 
 DELIVER_ACTOR = "notifications.deliver"
-# Set by ``python -m workers.dlq replay``: how often an operator has replayed this message.
-REPLAYS_OPTION = "dlq_replays"
+__all__ = [
+    "REPLAYS_OPTION",
+    "DeadLetterStatus",
+    "DeliveryBusy",
+    "bind_actors",
+    "build_broker",
+    "setup_broker",
+]
 
 
 class DeliveryBusy(dramatiq.Retry):
@@ -67,7 +75,7 @@ def broker_url(settings: WorkerSettings) -> str:
     )
 
 
-def build_broker(settings: WorkerSettings) -> RabbitmqBroker:
+def build_broker(settings: WorkerSettings) -> QuorumRabbitmqBroker:
     middleware: list[Middleware] = [
         AgeLimit(),
         TimeLimit(time_limit=settings.worker_time_limit_ms),
@@ -88,10 +96,10 @@ def build_broker(settings: WorkerSettings) -> RabbitmqBroker:
         # Its exposition server (a fork of the dramatiq CLI) reads PROMETHEUS_MULTIPROC_DIR;
         # ``python -m workers`` prepares that directory, see workers/__main__.py.
         middleware.insert(0, Prometheus())
-    return RabbitmqBroker(url=broker_url(settings), confirm_delivery=True, middleware=middleware)
+    return QuorumRabbitmqBroker(url=broker_url(settings), confirm_delivery=True, middleware=middleware)
 
 
-def setup_broker() -> RabbitmqBroker:
+def setup_broker() -> QuorumRabbitmqBroker:
     """Read the settings once, build the broker and make it Dramatiq's global one.
 
     Called when ``workers`` is imported (``dramatiq workers``), before the actors are declared:

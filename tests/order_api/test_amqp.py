@@ -1,4 +1,5 @@
-"""common.amqp: confirmed, persistent, mandatory publishing, and queues Dramatiq agrees with."""
+"""common.amqp: confirmed, persistent, mandatory publishing, and queues the workers agree with
+(quorum queues with a delivery limit)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import dramatiq
 import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from common.amqp import AmqpUnavailable, ConfirmingPublisher, PublishRejected
+from common.amqp import DELIVERY_LIMIT, AmqpUnavailable, ConfirmingPublisher, PublishRejected
 from common.events import Route, dramatiq_message, new_event
 from common.outbox_relay import encode_message
+from tests.workers.management import queue_info, scratch_vhost
+from workers.rabbitmq import QuorumRabbitmqBroker
 
 
 @pytest.fixture
@@ -26,8 +29,8 @@ async def publisher(orders_vhost: str) -> AsyncIterator[ConfirmingPublisher]:
 
 
 def _consume_with_dramatiq(url: str, queue: str) -> tuple[dramatiq.Message[Any] | None, int]:
-    """What a Dramatiq worker does: declare the queue itself, then consume one message."""
-    broker = RabbitmqBroker(url=url)
+    """What a worker does: declare the queue itself (its broker's arguments), then consume one message."""
+    broker = QuorumRabbitmqBroker(url=url)
     try:
         broker.declare_queue(queue, ensure=True)
         consumer = broker.consume(queue, prefetch=1, timeout=3000)
@@ -86,3 +89,42 @@ async def test_wrong_credentials_are_unavailable_not_a_crash(orders_vhost: str) 
     wrong = ConfirmingPublisher(f"amqp://guest:wrong@127.0.0.1:5672/{orders_vhost}", connect_timeout_s=3)
     with pytest.raises(AmqpUnavailable):
         await wrong.connect()
+
+
+async def test_the_queues_are_quorum_queues_with_a_delivery_limit_and_their_dead_letter_queue(
+    publisher: ConfirmingPublisher, orders_vhost: str
+) -> None:
+    queue = f"quorum_{uuid.uuid4().hex[:8]}"
+    await publisher.declare_dramatiq_queue(queue)
+
+    work, delayed, dead = (queue_info(orders_vhost, name) for name in (queue, f"{queue}.DQ", f"{queue}.XQ"))
+    for declared in (work, delayed):
+        assert declared["type"] == "quorum"
+        assert declared["durable"] is True
+        assert declared["arguments"]["x-delivery-limit"] == DELIVERY_LIMIT
+        assert declared["arguments"]["x-dead-letter-routing-key"] == f"{queue}.XQ"
+        assert declared["arguments"]["x-dead-letter-strategy"] == "at-least-once"
+    assert dead["type"] == "quorum"
+    assert dead["arguments"] == {"x-queue-type": "quorum", "x-message-ttl": 7 * 86_400_000}
+
+
+async def test_a_classic_queue_of_an_older_version_is_refused_with_the_migration_hint() -> None:
+    with scratch_vhost("amqp_classic") as vhost:
+        url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+        # Dramatiq's stock broker declares classic queues, as every earlier version did.
+        await asyncio.to_thread(_declare_classic, url, "orders")
+        publisher = ConfirmingPublisher(url)
+        await publisher.connect()
+        try:
+            with pytest.raises(AmqpUnavailable, match=r"PRECONDITION_FAILED.*python -m workers\.queues migrate"):
+                await publisher.declare_dramatiq_queue("orders")
+        finally:
+            await publisher.close()
+
+
+def _declare_classic(url: str, queue: str) -> None:
+    broker = RabbitmqBroker(url=url)
+    try:
+        broker.declare_queue(queue, ensure=True)
+    finally:
+        broker.close()
