@@ -1,4 +1,4 @@
-"""``python -m notifier serve [--port N]`` | ``migrate``."""
+"""``python -m notifier serve [--port N]`` | ``migrate`` | ``resend ID… | --status … [filters]``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import sys
 
 from common.cli import ServiceCli, main
 from notifier.app import MIGRATIONS, create_app
+from notifier.resend_cli import add_resend_command, run_resend
 from notifier.settings import NotifierSettings
 
 CLI = ServiceCli(
@@ -15,6 +16,7 @@ CLI = ServiceCli(
     migrations=MIGRATIONS,
     database=lambda settings: settings.notification_db_name,
     port=lambda settings: settings.notifier_port,
+    extra_commands={"resend": (add_resend_command, run_resend)},
 )
 
 if __name__ == "__main__":
