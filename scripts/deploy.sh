@@ -92,10 +92,70 @@ ensure_roles() {
   fi
   if [ "$db_user" != postgres ] && command -v psql >/dev/null; then
     step "PostgreSQL role $db_user and its databases"
-    PGPASSWORD="${DB_ADMIN_PASSWORD:-}" DB_ROLE="$db_user" DB_ROLE_PASSWORD="${DB_PASSWORD:-}" \
-      psql -q -h "${DB_HOST:-127.0.0.1}" -p "${DB_PORT:-5432}" -U "${DB_ADMIN_USERNAME:-postgres}" -d postgres \
-      -f "$ROOT/docker/postgres-init/10-roles-and-databases.sql" >/dev/null
+    local host="${DB_HOST:-127.0.0.1}" port="${DB_PORT:-5432}" admin="${DB_ADMIN_USERNAME:-postgres}"
+    local sql="$ROOT/docker/postgres-init/10-roles-and-databases.sql"
+    if PGPASSWORD="${DB_ADMIN_PASSWORD:-}" psql -q -w -h "$host" -p "$port" -U "$admin" -d postgres -c 'SELECT 1' >/dev/null 2>&1; then
+      PGPASSWORD="${DB_ADMIN_PASSWORD:-}" DB_ROLE="$db_user" DB_ROLE_PASSWORD="${DB_PASSWORD:-}" \
+        psql -q -h "$host" -p "$port" -U "$admin" -d postgres -f "$sql" >/dev/null
+    elif { [ "$host" = 127.0.0.1 ] || [ "$host" = localhost ]; } && id postgres >/dev/null 2>&1; then
+      # A stock Debian server: scram over TCP, so the postgres superuser has no password to give
+      # there, but it logs in as the postgres system user over the Unix socket (peer).
+      info "as the postgres system user over the Unix socket (${DB_SOCKET_DIR:-/var/run/postgresql})"
+      as_root runuser -u postgres -- env DB_ROLE="$db_user" DB_ROLE_PASSWORD="${DB_PASSWORD:-}" \
+        USER_DB_NAME="${USER_DB_NAME:-users}" ORDER_DB_NAME="${ORDER_DB_NAME:-orders}" \
+        NOTIFICATION_DB_NAME="${NOTIFICATION_DB_NAME:-notifications}" \
+        psql -q -h "${DB_SOCKET_DIR:-/var/run/postgresql}" -p "$port" -d postgres -f - <"$sql" >/dev/null ||
+        die "could not create the role $db_user as the postgres system user; create it by hand (docs/deployment.md)"
+    else
+      die "PostgreSQL at $host:$port refused the administrator $admin: set DB_ADMIN_USERNAME and DB_ADMIN_PASSWORD in .env (an account that may create roles and databases)"
+    fi
   fi
+  check_db_login
+}
+
+check_db_login() {
+  # The services log in over TCP as DB_USERNAME with DB_PASSWORD: say so clearly when the server
+  # refuses that, instead of a traceback from the first migration.
+  local out
+  out=$("$PY" - 2>&1 <<'PY'
+import asyncio
+import os
+import sys
+
+import asyncpg
+
+
+async def main() -> None:
+    connection = await asyncpg.connect(
+        host=os.environ.get("DB_HOST", "127.0.0.1"),
+        port=int(os.environ.get("DB_PORT", "5432")),
+        user=os.environ.get("DB_USERNAME", "postgres"),
+        password=os.environ.get("DB_PASSWORD") or None,
+        database="postgres",
+        timeout=10,
+    )
+    await connection.close()
+
+
+try:
+    asyncio.run(main())
+except asyncpg.InvalidAuthorizationSpecificationError as exc:  # 28000, 28P01: pg_hba or password
+    print(exc)
+    sys.exit(3)
+PY
+  ) && return 0
+  [ "$?" -eq 3 ] || { echo "$out" >&2; die "could not connect to PostgreSQL at ${DB_HOST:-127.0.0.1}:${DB_PORT:-5432}"; }
+  cat >&2 <<TXT
+xx  PostgreSQL at ${DB_HOST:-127.0.0.1}:${DB_PORT:-5432} refused DB_USERNAME=${DB_USERNAME:-postgres}: $out
+    The services log in over TCP with DB_USERNAME and DB_PASSWORD (from .env or the environment).
+    On a stock Debian server (scram-sha-256 on 127.0.0.1, no password for postgres), give them a
+    role of their own: put in .env
+        DB_USERNAME=microservices
+        DB_PASSWORD=a-password-of-your-choice
+    and run ./scripts/deploy.sh local again: it creates that role and its databases as the
+    postgres system user. Or set DB_PASSWORD to the password the role already has.
+TXT
+  exit 1
 }
 
 deploy_local() {
