@@ -20,7 +20,7 @@ WORKDIR /src
 # downloads is checked against the hashes in requirements/runtime.txt (scripts/lock.sh).
 COPY requirements/runtime.txt ./requirements/runtime.txt
 RUN pip wheel --require-hashes --no-deps --wheel-dir /wheels -r requirements/runtime.txt
-COPY pyproject.toml setup.cfg README.md ./
+COPY pyproject.toml setup.cfg README.md LICENSE ./
 COPY common ./common
 COPY user_api ./user_api
 COPY order_api ./order_api
