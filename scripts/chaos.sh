@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The fault suite (docs/reliability.md): the host-mode stack with its own fault proxy in front of
+# PostgreSQL, RabbitMQ, Redis and both user_api instances, a load of careful clients through the
+# gateway, one fault at a time, then the invariants (lost, duplicate orders and emails, stuck,
+# HTTP 500, clients that gave up: all 0) and the negative control (must report lost > 0).
+#   ./scripts/chaos.sh            every fault (about 10-15 min)
+#   ./scripts/chaos.sh --quick    kill -9 of an order_api instance, PostgreSQL and RabbitMQ
+#                                 outages, the negative control (about 3 min; CI runs it)
+#   ./scripts/chaos.sh --only "RabbitMQ black hole 15 s" …   named faults (tests/chaos/faults.py)
+# It (re)starts the stack with ./scripts/deploy.sh local and stops it at the end. Like deploy.sh
+# it takes the machine's fixed ports: run it under the stack lock where others share the host.
+# Faults go only into what the suite owns (its proxy, processes it signals by pid); the
+# machine's PostgreSQL, Redis and RabbitMQ are never stopped. Report: var/chaos/report.md.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+ensure_venv
+
+CONTROL_PORT="${CHAOS_PROXY_CONTROL_PORT:-18999}"
+PG_PROXY_PORT="${CHAOS_PG_PORT:-15432}"
+AMQP_PROXY_PORT="${CHAOS_AMQP_PORT:-15673}"
+AMQP_NEGATIVE_PORT="${CHAOS_AMQP_NEGATIVE_PORT:-15674}"
+REDIS_PROXY_PORT="${CHAOS_REDIS_PORT:-16379}"
+USER1_PROXY_PORT="${CHAOS_USER_API_1_PORT:-18181}"
+USER2_PROXY_PORT="${CHAOS_USER_API_2_PORT:-18191}"
+REPORT="${CHAOS_REPORT:-$ROOT/var/chaos/report.md}"
+mkdir -p "$LOG_DIR" "$(dirname "$REPORT")"
+
+proxy_pid=""
+cleanup() {
+  "$ROOT/scripts/deploy.sh" stop >/dev/null 2>&1 || warn "deploy.sh stop failed"
+  if [ -n "$proxy_pid" ] && kill -0 "$proxy_pid" 2>/dev/null; then
+    kill "$proxy_pid" 2>/dev/null || true
+    wait "$proxy_pid" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
+
+step "fault proxy (control on 127.0.0.1:$CONTROL_PORT)"
+"$PY" -m tests.chaos.proxy --control "$CONTROL_PORT" \
+  "pg=$PG_PROXY_PORT:${DB_HOST:-127.0.0.1}:${DB_PORT:-5432}" \
+  "amqp=$AMQP_PROXY_PORT:${RABBITMQ_HOST:-127.0.0.1}:${RABBITMQ_PORT:-5672}" \
+  "amqp_negative=$AMQP_NEGATIVE_PORT:${RABBITMQ_HOST:-127.0.0.1}:${RABBITMQ_PORT:-5672}" \
+  "redis=$REDIS_PROXY_PORT:${REDIS_HOST:-127.0.0.1}:${REDIS_PORT:-6379}" \
+  "user_api_1=$USER1_PROXY_PORT:127.0.0.1:${USER_API_PORT:-8081}" \
+  "user_api_2=$USER2_PROXY_PORT:127.0.0.1:${USER_API_PORT_2:-8091}" \
+  >>"$LOG_DIR/chaos-proxy.log" 2>&1 &
+proxy_pid=$!
+wait_port 127.0.0.1 "$CONTROL_PORT" 15 || die "the fault proxy did not start; see $LOG_DIR/chaos-proxy.log"
+
+# The direct addresses, for the suite's own measurements (never through the proxy).
+export CHAOS_ORDERS_DSN="postgresql://${DB_USERNAME:-postgres}@${DB_HOST:-127.0.0.1}:${DB_PORT:-5432}/${ORDER_DB_NAME:-orders}"
+export CHAOS_DIRECT_AMQP_URL="amqp://guest:guest@${RABBITMQ_HOST:-127.0.0.1}:${RABBITMQ_PORT:-5672}/"
+export CHAOS_NEGATIVE_AMQP_URL="amqp://guest:guest@127.0.0.1:$AMQP_NEGATIVE_PORT/"
+export CHAOS_PROXY_URL="http://127.0.0.1:$CONTROL_PORT"
+
+step "the stack behind the fault proxy"
+# Every service reaches its dependencies through the proxy; the clients may go fast (rate limits
+# up), and registration is cheap (bcrypt cost 4: throw-away accounts).
+export DB_PORT="$PG_PROXY_PORT" RABBITMQ_PORT="$AMQP_PROXY_PORT" REDIS_PORT="$REDIS_PROXY_PORT"
+export USER_SERVICE_URL="http://127.0.0.1:$USER1_PROXY_PORT,http://127.0.0.1:$USER2_PROXY_PORT"
+export GATEWAY_API_RATE=100000r/s GATEWAY_API_BURST=100000 GATEWAY_LOGIN_RATE=60000r/m GATEWAY_LOGIN_BURST=1000
+export BCRYPT_ROUNDS=4 LOGIN_MAX_ATTEMPTS_PER_IP=100000
+"$ROOT/scripts/deploy.sh" local >>"$LOG_DIR/chaos-deploy.log" 2>&1 ||
+  { tail -n 40 "$LOG_DIR/chaos-deploy.log" >&2; die "deploy.sh local failed; see $LOG_DIR/chaos-deploy.log"; }
+
+step "faults under load"
+"$PY" -m tests.chaos.runner --report "$REPORT" "$@"

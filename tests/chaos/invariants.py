@@ -1,0 +1,126 @@
+"""The invariants the fault suite checks after the load, read from the database and the mailbox.
+
+For the orders the clients placed (their ``Idempotency-Key`` is in the item name):
+
+- lost: accepted (the client saw 2xx) but not CONFIRMED with its two emails (received and
+  confirmed) once the system has had time to recover;
+- duplicate orders: more than one order for one key;
+- duplicate emails: more than one email with the same subject for one order;
+- stuck: any order of the run still PENDING after the recovery wait, accepted or not;
+- HTTP 500 and clients that spent their retry budget are counted by the load client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import aiohttp
+import asyncpg
+
+from tests.chaos.load import OrderAttempt
+
+RECEIVED = re.compile(r"^We received your order ([0-9a-f-]{36})$")
+CONFIRMED = re.compile(r"^Your order ([0-9a-f-]{36}) is now confirmed$")
+
+ORDERS_OF_RUN_SQL = """
+    SELECT o.id::text AS id, o.status, substr(i.name, 7) AS key
+    FROM orders o JOIN order_items i ON i.order_id = o.id
+    WHERE i.sku = 'CHAOS-1' AND i.name = ANY($1::text[])
+"""
+
+
+@dataclass
+class Verdict:
+    lost: list[str] = field(default_factory=list)  # keys
+    duplicate_orders: list[str] = field(default_factory=list)  # keys
+    duplicate_emails: list[str] = field(default_factory=list)  # order ids
+    stuck: list[str] = field(default_factory=list)  # order ids
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "lost": len(self.lost),
+            "duplicate_orders": len(self.duplicate_orders),
+            "duplicate_emails": len(self.duplicate_emails),
+            "stuck": len(self.stuck),
+        }
+
+
+async def mail_subjects(session: aiohttp.ClientSession, mail_url: str) -> Counter[str]:
+    async with session.get(f"{mail_url}/messages", timeout=aiohttp.ClientTimeout(total=60)) as response:
+        listing = await response.json()
+    return Counter(str(item.get("subject") or "") for item in listing["items"])
+
+
+def mails_per_order(subjects: Counter[str]) -> tuple[Counter[str], Counter[str]]:
+    received: Counter[str] = Counter()
+    confirmed: Counter[str] = Counter()
+    for subject, count in subjects.items():
+        if match := RECEIVED.match(subject):
+            received[match.group(1)] += count
+        elif match := CONFIRMED.match(subject):
+            confirmed[match.group(1)] += count
+    return received, confirmed
+
+
+def judge(
+    orders: Iterable[OrderAttempt],
+    rows: Iterable[asyncpg.Record | dict[str, str]],
+    received: Counter[str],
+    confirmed: Counter[str],
+) -> Verdict:
+    verdict = Verdict()
+    by_key: dict[str, list[tuple[str, str]]] = {}
+    for row in rows:
+        by_key.setdefault(str(row["key"]), []).append((str(row["id"]), str(row["status"])))
+    for key, found in by_key.items():
+        if len(found) > 1:
+            verdict.duplicate_orders.append(key)
+        for order_id, status in found:
+            if status == "PENDING":
+                verdict.stuck.append(order_id)
+            if received[order_id] > 1 or confirmed[order_id] > 1:
+                verdict.duplicate_emails.append(order_id)
+    for order in orders:
+        if order.order_id is None:
+            continue
+        found = by_key.get(order.key, [])
+        complete = any(
+            order_id == order.order_id
+            and status == "CONFIRMED"
+            and received[order_id]
+            and confirmed[order_id]
+            for order_id, status in found
+        )
+        if not complete:
+            verdict.lost.append(order.key)
+    return verdict
+
+
+async def check(
+    orders: list[OrderAttempt],
+    *,
+    orders_dsn: str,
+    mail_url: str,
+    session: aiohttp.ClientSession,
+    wait_s: float,
+) -> tuple[Verdict, float]:
+    """Wait up to ``wait_s`` for every accepted order to complete; the verdict and the wait."""
+    names = [f"chaos {order.key}" for order in orders]
+    started = time.monotonic()
+    conn = await asyncpg.connect(orders_dsn)
+    try:
+        while True:
+            rows = await conn.fetch(ORDERS_OF_RUN_SQL, names)
+            received, confirmed = mails_per_order(await mail_subjects(session, mail_url))
+            verdict = judge(orders, rows, received, confirmed)
+            waited = time.monotonic() - started
+            if (not verdict.lost and not verdict.stuck) or waited >= wait_s:
+                return verdict, waited
+            await asyncio.sleep(2)
+    finally:
+        await conn.close()
