@@ -265,7 +265,8 @@ sv_program() { # [--priority N] [--stopsignal SIG] [--stderr-log FILE] [--log FI
 }
 
 sv_state() { # name — RUNNING, STARTING, BACKOFF, STOPPED, EXITED, FATAL, or nothing
-  sv_ctl status "$1" 2>/dev/null | awk -v n="$1" '$1 == n { print $2 }'
+  # (supervisorctl's exit status says "not running"; the state is what matters here)
+  { sv_ctl status "$1" 2>/dev/null || true; } | awk -v n="$1" '$1 == n { print $2 }'
 }
 
 launch() { # [sv_program options] name command... — (re)start it under supervisord now

@@ -73,6 +73,9 @@ class Listener:
         self.grace_s = grace_s
         self.log = log
 
+    def say(self, text: str) -> None:
+        print(text, file=self.log, flush=True)
+
     def handle(self, event: str, payload: dict[str, str]) -> None:
         name = payload.get("processname", "")
         if not name or name == payload.get("pool"):
@@ -92,7 +95,9 @@ class Listener:
         if not members:
             return
         terminated = signal_members(members, signal.SIGTERM)
-        print(f"{name}: exited; SIGTERM to what was left of its group: {terminated}", file=self.log, flush=True)
+        print(
+            f"{name}: exited; SIGTERM to what was left of its group: {terminated}", file=self.log, flush=True
+        )
         timer = threading.Timer(self.grace_s, self._kill_leftovers, args=(name, members))
         timer.daemon = True
         timer.start()
@@ -100,7 +105,9 @@ class Listener:
     def _kill_leftovers(self, name: str, members: list[tuple[int, str]]) -> None:
         killed = signal_members(members, signal.SIGKILL)
         if killed:
-            print(f"{name}: SIGKILL to leftovers after {self.grace_s:g} s: {killed}", file=self.log, flush=True)
+            print(
+                f"{name}: SIGKILL to leftovers after {self.grace_s:g} s: {killed}", file=self.log, flush=True
+            )
 
 
 def serve(listener: Listener, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
@@ -117,7 +124,9 @@ def serve(listener: Listener, stdin: TextIO = sys.stdin, stdout: TextIO = sys.st
         try:
             listener.handle(header.get("eventname", ""), {**payload, "pool": header.get("pool", "")})
         except Exception as exc:  # never let one bad event stop the listener
-            print(f"event {header_line.strip()!r}: {type(exc).__name__}: {exc}", file=listener.log, flush=True)
+            print(
+                f"event {header_line.strip()!r}: {type(exc).__name__}: {exc}", file=listener.log, flush=True
+            )
         stdout.write("RESULT 2\nOK")
         stdout.flush()
 

@@ -1,0 +1,255 @@
+"""Host mode's supervision (scripts/lib.sh, scripts/supervisor_events.py) on a supervisord of the
+tests' own: a killed program comes back with no manual step, what it leaves behind is reaped,
+a program that cannot start backs off and gives up, logs rotate by size, and deploy.sh's and
+gateway.sh's commands go through supervisorctl."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.config.conftest import ROOT, require_tool
+from tests.net import free_port
+from tests.ops.supervisor import Supervisor, load_events_module
+
+events = load_events_module()
+
+# A server that binds, then forks children serving the same socket (as nginx's workers do), so a
+# SIGKILL of the parent leaves listeners behind that keep the port from a restarted parent.
+WEB = textwrap.dedent(
+    """
+    import http.server, os, sys, time
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = str(os.getpid()).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+    server = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+    for _ in range(int(sys.argv[2])):
+        if os.fork() == 0:
+            server.serve_forever()
+    print("listening", os.getpid(), flush=True)
+    server.serve_forever()
+    """
+)
+SPAM = textwrap.dedent(
+    """
+    import os, sys, time
+    for i in range(int(sys.argv[1])):
+        sys.stdout.write(f"{i:08d} " + "x" * 90 + "\\n")
+        sys.stdout.flush()
+    print("done", flush=True)
+    time.sleep(3600)
+    """
+)
+
+
+@pytest.fixture
+def sv() -> Iterator[Supervisor]:
+    require_tool("supervisord")
+    supervisor = Supervisor(LOG_MAX_BYTES="64KB", LOG_BACKUPS="2")
+    yield supervisor
+    supervisor.close()
+
+
+def script(sv: Supervisor, name: str, text: str) -> str:
+    path = sv.base / name
+    path.write_text(text)
+    return str(path)
+
+
+def get(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as answer:
+        return str(answer.read().decode())
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead; only its parent has not reaped it yet.
+    return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+
+
+def test_a_killed_program_comes_back_by_itself_and_its_orphans_are_reaped(sv: Supervisor) -> None:
+    port = free_port()
+    sv.launch("web", sys.executable, script(sv, "web.py", WEB), str(port), "2")
+    first = sv.wait_running("web")
+    children = [pid for pid, _ in events.group_members(first) if pid != first]
+    assert len(children) == 2
+
+    killed_at = time.monotonic()
+    os.kill(first, signal.SIGKILL)
+    second = sv.wait_running("web", not_pid=first)
+    answer = get(port)
+    print(f"web back (RUNNING and answering) {time.monotonic() - killed_at:.2f} s after SIGKILL")
+
+    # The children held the port; they were sent SIGTERM, so the new parent could bind it.
+    assert not any(alive(pid) for pid in children)
+    assert int(answer) in {second, *(pid for pid, _ in events.group_members(second))}
+    assert "SIGTERM to what was left of its group" in (sv.log_dir / "supervisor_events.log").read_text()
+    assert (sv.run_dir / "web.pid").read_text().strip() == str(second)
+
+
+def test_a_program_that_cannot_start_backs_off_then_gives_up(sv: Supervisor) -> None:
+    sv.sh("true", SV_STARTRETRIES="2")
+    sv.launch("broken", "/bin/sh", "-c", "echo cannot start; exit 3", SV_STARTRETRIES="2")
+    sv.wait_state("broken", "FATAL")
+    # Three starts (the first and two retries), each logged, none counted as running.
+    assert sv.log("broken").count("cannot start") == 3
+    assert "gave up: broken entered FATAL state" in (sv.log_dir / "supervisord.log").read_text()
+    assert not (sv.run_dir / "broken.pid").exists()
+
+
+def test_a_log_stays_under_its_size_limit(sv: Supervisor) -> None:
+    # 1.0 MB of output against a 64 KB limit with 2 old files kept.
+    sv.launch("spam", sys.executable, script(sv, "spam.py", SPAM), "10000")
+
+    def written() -> str:  # the last line may have been rotated into spam.log.1 already
+        return "".join(path.read_text() for path in sv.log_dir.glob("spam.log*"))
+
+    deadline = time.monotonic() + 60
+    while "done" not in written() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "done" in written()
+    files = sorted(p.name for p in sv.log_dir.glob("spam.log*"))
+    assert files == ["spam.log", "spam.log.1", "spam.log.2"]
+    # supervisord rotates after the write that reaches the limit; one write is at most one pipe read.
+    for name in files:
+        assert (sv.log_dir / name).stat().st_size <= 64 * 1024 + 128 * 1024, name
+    assert sum((sv.log_dir / n).stat().st_size for n in files) < 10000 * 100 / 2
+
+
+def test_a_program_runs_with_the_environment_of_the_script_that_launched_it(sv: Supervisor) -> None:
+    value = 'it\'s 100% "quoted" $HOME `x`'
+    sv.launch(
+        "env",
+        sys.executable,
+        "-c",
+        "import os, time; print(repr(os.environ['SECRET_X'])); time.sleep(3600)",
+        SECRET_X=value,
+    )
+    sv.wait_running("env")
+    deadline = time.monotonic() + 30
+    while not sv.log("env") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sv.log("env").strip() == repr(value)
+    # The saved environment may hold secrets: only its owner reads it.
+    assert stat.S_IMODE((sv.sv_dir / "env/env.env").stat().st_mode) == 0o600
+    assert value not in sv.ctl("status")
+
+
+def test_every_program_is_restarted_with_backoff_and_rotated_logs(sv: Supervisor) -> None:
+    sv.sh('sv_program --priority 150 --stopsignal QUIT "$@"', "demo", "/bin/true", "a b")
+    config = configparser.RawConfigParser()
+    config.read(sv.sv_dir / "programs/demo.conf")
+    program = config["program:demo"]
+    assert program["autorestart"] == "true"
+    assert int(program["startretries"]) >= 10
+    assert program["stopsignal"] == "QUIT"
+    assert program["stopasgroup"] == program["killasgroup"] == "true"
+    assert program["stdout_logfile"] == f"{sv.log_dir}/demo.log"
+    assert program["stdout_logfile_maxbytes"] == "64KB"
+    assert program["stdout_logfile_backups"] == "2"
+    assert "'a b'" in program["command"]
+
+
+def test_stop_program_stops_it_and_forgets_it(sv: Supervisor) -> None:
+    sv.launch("sleeper", "/bin/sleep", "3600")
+    pid = sv.wait_running("sleeper")
+    sv.sh('stop_program "$1"', "sleeper")
+    assert not alive(pid)
+    assert sv.state("sleeper") == ""
+    assert not (sv.sv_dir / "programs/sleeper.conf").exists()
+
+
+def run_deploy(sv: Supervisor, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts/deploy.sh"), *args],
+        cwd=ROOT,
+        env=sv.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_deploy_stop_and_status_talk_to_supervisord(sv: Supervisor) -> None:
+    sv.launch("sleeper", "/bin/sleep", "3600")
+    pid = sv.wait_running("sleeper")
+    assert "sleeper" in run_deploy(sv, "ctl", "status").stdout
+    stopped = run_deploy(sv, "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped supervisord" in stopped.stdout
+    assert not alive(pid)
+    assert not (sv.run_dir / "supervisor.sock").exists()
+    status = run_deploy(sv, "status")
+    assert status.returncode == 1
+    assert "supervisord is not running" in status.stdout
+
+
+def test_the_gateway_runs_under_supervision_logs_through_it_and_survives_a_kill(sv: Supervisor) -> None:
+    require_tool("nginx")
+    http_port, https_port, status_port = free_port(), free_port(), free_port()
+    ports = {
+        "GATEWAY_HTTP_PORT": str(http_port),
+        "GATEWAY_HTTPS_PORT": str(https_port),
+        "GATEWAY_STATUS_PORT": str(status_port),
+    }
+    sv.env.update(ports)
+    gateway = ["bash", str(ROOT / "scripts/gateway.sh")]
+    started = subprocess.run(
+        [*gateway, "start"], cwd=ROOT, env=sv.env, capture_output=True, text=True, timeout=120
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    master = sv.wait_running("gateway")
+    workers = [pid for pid, _ in events.group_members(master) if pid != master]
+    assert workers
+
+    trace = uuid.uuid4().hex
+    request = urllib.request.Request(f"http://127.0.0.1:{http_port}/health", headers={"X-Request-ID": trace})
+    with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310 - local
+        assert answer.status == 200
+    # nginx writes its access log to stdout; supervisord puts it in gateway.access.log.
+    deadline = time.monotonic() + 30
+    while trace not in sv.log("gateway.access") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert trace in sv.log("gateway.access")
+
+    os.kill(master, signal.SIGKILL)
+    sv.wait_running("gateway", not_pid=master)
+    deadline = time.monotonic() + 60
+    code = 0
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/health", timeout=2) as answer:
+                code = answer.status
+                break
+        except OSError:
+            time.sleep(0.2)
+    assert code == 200
+    assert not any(alive(pid) for pid in workers)
+
+    stopped = subprocess.run(
+        [*gateway, "stop"], cwd=ROOT, env=sv.env, capture_output=True, text=True, timeout=60
+    )
+    assert stopped.returncode == 0, stopped.stderr
+    assert sv.state("gateway") == ""
