@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.monitoring.helpers import promtool_or_skip
+from tests.monitoring.helpers import promtool_or_skip, tool_or_skip
 
 LIVE_STACK = "live_stack"
 
@@ -31,3 +31,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def promtool() -> str:
     return promtool_or_skip()
+
+
+@pytest.fixture(scope="session")
+def amtool() -> str:
+    return tool_or_skip("amtool", "prometheus-alertmanager")

@@ -34,15 +34,19 @@ PENDING_METRICS: dict[str, str] = {}
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h"}
 
 
-def promtool_or_skip() -> str:
-    """promtool's path. Missing: a failure under CI (the check must run there), a skip elsewhere."""
-    path = shutil.which("promtool")
+def tool_or_skip(name: str, package: str) -> str:
+    """A program's path. Missing: a failure under CI (the check must run there), a skip elsewhere."""
+    path = shutil.which(name)
     if path is not None:
         return path
-    message = "promtool is missing (Debian: apt-get install prometheus)"
+    message = f"{name} is missing (Debian: apt-get install {package})"
     if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
         pytest.fail(message)
     pytest.skip(message)
+
+
+def promtool_or_skip() -> str:
+    return tool_or_skip("promtool", "prometheus")
 
 
 # --------------------------------------------------------------------------- dashboards
@@ -108,6 +112,16 @@ def alerting_rules() -> list[dict[str, Any]]:
         for group in rules["groups"]
         for rule in group["rules"]
         if "alert" in rule
+    ]
+
+
+def recording_rules() -> list[dict[str, Any]]:
+    return [
+        rule
+        for rules in load_rule_files().values()
+        for group in rules["groups"]
+        for rule in group["rules"]
+        if "record" in rule
     ]
 
 
