@@ -45,9 +45,9 @@ requirements_only() { # file: the pins and hashes, without comments (which name 
 }
 
 covers() {
-  "$PY" - "$LOCK_DIR/dev.txt" <<'PY'
-"""Every requirement of setup.cfg (install_requires and the dev extra) is pinned in the lock at a
-version it allows. Offline and quick: ensure_venv asks this before installing from the lock."""
+  "$PY" - "$LOCK_DIR/runtime.txt" "$LOCK_DIR/dev.txt" <<'PY'
+"""Every requirement of setup.cfg is pinned at a version it allows: install_requires in both locks,
+the dev extra in dev.txt. Offline and quick: ensure_venv asks this before trusting the lock."""
 
 import configparser
 import re
@@ -58,24 +58,32 @@ from packaging.utils import canonicalize_name
 
 setup = configparser.ConfigParser()
 setup.read("setup.cfg")
-wanted = [
-    line.split("#", 1)[0].strip()
-    for section, key in (("options", "install_requires"), ("options.extras_require", "dev"))
-    for line in setup[section][key].splitlines()
-]
-pins = {}
-for line in open(sys.argv[1]):
-    match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", line)
-    if match:
-        pins[canonicalize_name(match.group(1))] = match.group(2)
+
+
+def wanted(section: str, key: str) -> list[Requirement]:
+    lines = (line.split("#", 1)[0].strip() for line in setup[section][key].splitlines())
+    return [Requirement(line) for line in lines if line]
+
+
+def pins(path: str) -> dict[str, str]:
+    found = {}
+    for line in open(path):
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", line)
+        if match:
+            found[canonicalize_name(match.group(1))] = match.group(2)
+    return found
+
+
+runtime = wanted("options", "install_requires")
 problems = []
-for text in filter(None, wanted):
-    requirement = Requirement(text)
-    pinned = pins.get(canonicalize_name(requirement.name))
-    if pinned is None:
-        problems.append(f"{requirement.name} is not in the lock")
-    elif not requirement.specifier.contains(pinned, prereleases=True):
-        problems.append(f"{requirement.name}=={pinned} does not satisfy {requirement}")
+for lock, requirements in ((sys.argv[1], runtime), (sys.argv[2], runtime + wanted("options.extras_require", "dev"))):
+    pinned_in = pins(lock)
+    for requirement in requirements:
+        pinned = pinned_in.get(canonicalize_name(requirement.name))
+        if pinned is None:
+            problems.append(f"{requirement.name} is not in {lock}")
+        elif not requirement.specifier.contains(pinned, prereleases=True):
+            problems.append(f"{requirement.name}=={pinned} in {lock} does not satisfy {requirement}")
 for problem in problems:
     print(f"    {problem}", file=sys.stderr)
 sys.exit(1 if problems else 0)
