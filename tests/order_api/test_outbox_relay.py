@@ -9,9 +9,10 @@ from typing import Any
 
 import asyncpg
 import pytest
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from prometheus_client import REGISTRY
 
-from common.amqp import ConfirmingPublisher
+from common.amqp import AmqpUnavailable, ConfirmingPublisher
 from common.db import PG_POOL
 from common.events import ORDER_STATUS_CHANGED, message_id_for
 from common.outbox import add_event
@@ -22,6 +23,8 @@ from tests.conftest import pg_dsn
 from tests.openapi_check import CheckedClient
 from tests.order_api.broker_tools import QueueReader, TcpProxy, eventually
 from tests.order_api.conftest import SPEC, User, override, place
+from tests.workers.management import queue_info, scratch_vhost
+from workers import queues
 
 NewUser = Callable[..., User]
 MakeClient = Callable[..., Any]
@@ -283,3 +286,43 @@ async def test_an_unroutable_event_is_recorded_and_published_after_the_queue_is_
     await again.drain()
     await again.close()
     assert again.event_ids("notifications") == [event["event_id"]]
+
+
+def _declare_classic_queues(vhost: str) -> None:
+    """The queues as every earlier version declared them: Dramatiq's stock broker, classic."""
+    broker = RabbitmqBroker(url=_amqp_url(vhost))
+    try:
+        for queue in ("orders", "notifications"):
+            broker.declare_queue(queue, ensure=True)
+    finally:
+        broker.close()
+
+
+async def test_with_classic_queues_events_wait_in_the_outbox_until_the_queues_are_migrated(
+    client: CheckedClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = client.app[PG_POOL]
+    async with pool.acquire() as conn, conn.transaction():
+        event = await add_event(conn, ORDER_STATUS_CHANGED, "order-m", {"seq": 1}, producer="test")
+    with scratch_vhost("relay_classic") as vhost:
+        await asyncio.to_thread(_declare_classic_queues, vhost)
+        relay = _relay(pool, vhost, pg_dsn(settings.order_db_name), "t_classic")
+        try:
+            # The relay refuses to redeclare them (PRECONDITION_FAILED) and says what to run.
+            with pytest.raises(AmqpUnavailable, match=r"python -m workers\.queues migrate"):
+                await relay.publish_pending()
+            row = await pool.fetchrow("SELECT published_at FROM outbox_events")
+            assert row["published_at"] is None
+
+            monkeypatch.setenv("RABBITMQ_VHOST", vhost)
+            assert await asyncio.to_thread(queues.main, ["migrate"]) == 0
+
+            assert await relay.publish_pending() == 1
+        finally:
+            await relay.stop()
+        assert queue_info(vhost, "notifications")["type"] == "quorum"
+        reader = QueueReader(vhost, ("notifications",))
+        await reader.open(purge=False)
+        await reader.drain()
+        await reader.close()
+        assert reader.event_ids("notifications") == [event["event_id"]]
