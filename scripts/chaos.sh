@@ -17,13 +17,15 @@ set -euo pipefail
 cd "$ROOT"
 ensure_venv
 
-CONTROL_PORT="${CHAOS_PROXY_CONTROL_PORT:-18999}"
-PG_PROXY_PORT="${CHAOS_PG_PORT:-15432}"
-AMQP_PROXY_PORT="${CHAOS_AMQP_PORT:-15673}"
-AMQP_NEGATIVE_PORT="${CHAOS_AMQP_NEGATIVE_PORT:-15674}"
-REDIS_PROXY_PORT="${CHAOS_REDIS_PORT:-16379}"
-USER1_PROXY_PORT="${CHAOS_USER_API_1_PORT:-18181}"
-USER2_PROXY_PORT="${CHAOS_USER_API_2_PORT:-18191}"
+# The proxy's ports: free ones, picked now (fixed ones would collide with test servers).
+free_port() { "$PY" -c 'from tests.net import free_port; print(free_port())'; }
+CONTROL_PORT="${CHAOS_PROXY_CONTROL_PORT:-$(free_port)}"
+PG_PROXY_PORT="${CHAOS_PG_PORT:-$(free_port)}"
+AMQP_PROXY_PORT="${CHAOS_AMQP_PORT:-$(free_port)}"
+AMQP_NEGATIVE_PORT="${CHAOS_AMQP_NEGATIVE_PORT:-$(free_port)}"
+REDIS_PROXY_PORT="${CHAOS_REDIS_PORT:-$(free_port)}"
+USER1_PROXY_PORT="${CHAOS_USER_API_1_PORT:-$(free_port)}"
+USER2_PROXY_PORT="${CHAOS_USER_API_2_PORT:-$(free_port)}"
 REPORT="${CHAOS_REPORT:-$ROOT/var/chaos/report.md}"
 mkdir -p "$LOG_DIR" "$(dirname "$REPORT")"
 

@@ -96,3 +96,9 @@ fi
 "$ROOT/scripts/deploy.sh" local
 step "end-to-end: integration-tests.sh"
 "$ROOT/scripts/integration-tests.sh"
+if [ "${SKIP_CHAOS:-0}" != 1 ]; then
+  # Restarts the stack behind its own fault proxy and stops it at the end (docs/reliability.md).
+  step "fault suite: chaos.sh --quick (SKIP_CHAOS=1 leaves it out)"
+  "$ROOT/scripts/chaos.sh" --quick
+  if [ "$keep" = 1 ]; then "$ROOT/scripts/deploy.sh" local >/dev/null; fi
+fi
