@@ -7,6 +7,8 @@
 #   ./scripts/deploy.sh staging|production VERSION   build images, run docker compose, record the release
 #   ./scripts/deploy.sh rollback staging|production  run the release before the current one again (no build)
 #   ./scripts/deploy.sh releases staging|production  the release history
+#   ./scripts/deploy.sh k8s dev|staging|production VERSION   Kubernetes (deploy/k8s): render, validate,
+#                                           and with a reachable cluster dry-run on the server, then apply
 # Re-running `local` is safe: it stops what it started before and starts it again.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
