@@ -1,20 +1,26 @@
-"""``python -m notifier migrate | serve`` as deploy.sh runs them."""
+"""``python -m notifier migrate | serve`` as deploy.sh runs them, and ``resend`` as an operator does."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
+from datetime import datetime
 
 import aiohttp
+import asyncpg
 
 from tests.net import free_port
+from tests.notifier.api.conftest import seed
 from tests.notifier.conftest import REPO_TEMPLATES
 from tests.notifier.helpers import wait_until
 
 ROOT = REPO_TEMPLATES.parent
+LOG_LINE_RE = re.compile(r"^\d{4}-\d\d-\d\dT")
 
 
 def environment(database: str, jwt_keys: dict[str, str], **extra: str) -> dict[str, str]:
@@ -88,3 +94,58 @@ async def test_serve_answers_ready_on_the_given_port(
     finally:
         process.terminate()
         assert await process.wait() == 0
+
+
+async def run_resend(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "notifier",
+        "resend",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    # stdout also has the log lines (console format, timestamp first); keep what the command says.
+    said = [line for line in stdout.decode().splitlines() if not LOG_LINE_RE.match(line)]
+    return process.returncode, "\n".join(said), stderr.decode()
+
+
+async def test_resend_command_requeues_by_id_and_by_filter(
+    pool: asyncpg.Pool, notifications_db: str, rabbitmq_vhost: str, jwt_keys: dict[str, str]
+) -> None:
+    env = environment(notifications_db, jwt_keys, RABBITMQ_VHOST=rabbitmq_vhost)
+    since: datetime = await pool.fetchval("SELECT now()")
+    owner = str(uuid.uuid4())
+    failed, dead, sent = [await seed(pool, owner, status=s) for s in ("failed", "dead", "sent")]
+    window = ["--from", since.isoformat(), "--template", "user.registered"]
+
+    code, out, _ = await run_resend(env, "--status", "dead", *window, "--dry-run")
+    assert (code, out.splitlines()) == (0, [f"would resend {dead}", "1 notification(s) match"])
+
+    code, out, err = await run_resend(env, failed, sent)
+    assert code == 1
+    assert out.splitlines() == [f"resent {failed} (resend 1)"]
+    assert f"refused {sent}: only failed or dead notifications can be resent; this one is sent" in err
+
+    code, out, _ = await run_resend(env, "--status", "failed", "--status", "dead", *window)
+    assert (code, out.splitlines()) == (0, [f"resent {dead}", "1 notification(s) resent"])
+    statuses = [
+        await pool.fetchval("SELECT status FROM notifications WHERE id = $1", i) for i in (failed, dead)
+    ]
+    assert statuses == ["queued", "queued"]
+
+
+async def test_resend_command_refuses_bad_arguments(
+    notifications_db: str, rabbitmq_vhost: str, jwt_keys: dict[str, str]
+) -> None:
+    env = environment(notifications_db, jwt_keys, RABBITMQ_VHOST=rabbitmq_vhost)
+    assert (await run_resend(env))[0] == 2  # neither ids nor --status
+    assert (await run_resend(env, str(uuid.uuid4()), "--status", "failed"))[0] == 2
+    code, _, err = await run_resend(env, "--status", "failed", "--from", "2026-11-25T19:00")
+    assert code == 2
+    assert "no time zone" in err

@@ -1,16 +1,18 @@
-"""Templates: sandboxed, strict, escaped where it matters, reloaded when edited, checked in CI."""
+"""Templates: sandboxed, strict, escaped where it matters, reloaded all-or-nothing when edited, checked."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
-from notifier.templates import TemplateProblem, TemplateRenderer
+from notifier.templates import ReloadResult, TemplateProblem, TemplateRenderer
 from tests.notifier.conftest import REPO_TEMPLATES
+from tests.notifier.template_flow import ORDER_SUBJECT, SHIPPED_ORDER_SUBJECT, save
 
 ROOT = REPO_TEMPLATES.parent
 
@@ -63,20 +65,12 @@ def test_render_command_rejects_an_unknown_template() -> None:
     assert "no.such" in result.stderr
 
 
-def touch_later(path: Path) -> None:
-    """A later mtime, whatever the clock: a reload must see the change."""
-    stat = path.stat()
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
-
-
 def test_a_good_edit_is_loaded_by_the_next_reload(templates_dir: Path) -> None:
     renderer = TemplateRenderer(templates_dir)
     context = renderer.sample_context("user.registered")
     assert renderer.render("user.registered", "sms", context).parts["text"].startswith("Welcome Ada")
 
-    path = templates_dir / "sms" / "user.registered.txt"
-    path.write_text("Hi {{ user.name }}, edited by ops.")
-    touch_later(path)
+    save(templates_dir, "sms/user.registered.txt", "Hi {{ user.name }}, edited by ops.")
 
     assert renderer.reload().loaded
     assert renderer.ok
@@ -123,3 +117,112 @@ def test_a_missing_required_part_is_a_problem(templates_dir: Path) -> None:
     assert not renderer.has("announcement", "push")
     with pytest.raises(TemplateProblem, match=r"push/announcement\.body\.txt: no such template"):
         renderer.render("announcement", "push", {"subject": "s", "message": "m"})
+
+
+# --- reloading: all-or-nothing ----------------------------------------------------------------
+
+ORDER_ID = "3b2f7d8e-5a4c-4e1f-9a0b-7c6d5e4f3a21"  # templates/samples/order.created.json
+
+
+def reload_ok_metric() -> float | None:
+    return REGISTRY.get_sample_value("templates_last_reload_ok")
+
+
+def test_a_typo_is_rejected_and_the_last_good_set_keeps_serving(templates_dir: Path) -> None:
+    renderer = TemplateRenderer(templates_dir)
+    context = renderer.sample_context("order.created")
+    old_subject = renderer.render("order.created", "email", context).parts["subject"]
+    serving = renderer.fingerprint
+
+    save(templates_dir, ORDER_SUBJECT, "BROKEN {{ order.id ")
+    with capture_logs() as logs:
+        result = renderer.reload()
+
+    assert (result.changed, result.loaded) == (True, False)
+    assert not renderer.ok
+    [problem] = result.problems
+    assert (problem.file, problem.line) == ("email/order.created.subject.txt", 1)
+    assert renderer.fingerprint == serving
+    assert renderer.render("order.created", "email", context).parts["subject"] == old_subject
+    assert reload_ok_metric() == 0
+    [rejected] = [entry for entry in logs if entry["event"] == "templates_reload_rejected"]
+    assert rejected["log_level"] == "error"
+    assert (rejected["template_file"], rejected["template_line"]) == ("email/order.created.subject.txt", 1)
+    assert "unexpected end of template" in rejected["error"]
+
+
+def test_the_fix_or_a_rollback_is_loaded_by_the_next_reload(templates_dir: Path) -> None:
+    renderer = TemplateRenderer(templates_dir)
+    save(templates_dir, ORDER_SUBJECT, "BROKEN {{ order.id ")
+    assert not renderer.reload().loaded
+
+    save(templates_dir, ORDER_SUBJECT, SHIPPED_ORDER_SUBJECT)  # rolled back to what serves
+
+    assert renderer.reload().problems == ()
+    assert renderer.ok
+    assert reload_ok_metric() == 1
+
+    save(templates_dir, ORDER_SUBJECT, "Order {{ order.id }} confirmed")
+    assert renderer.reload().loaded
+    context = renderer.sample_context("order.created")
+    assert (
+        renderer.render("order.created", "email", context).parts["subject"] == f"Order {ORDER_ID} confirmed"
+    )
+
+
+def test_one_broken_file_keeps_every_other_edit_out_too(templates_dir: Path) -> None:
+    renderer = TemplateRenderer(templates_dir)
+    save(templates_dir, "sms/order.created.txt", "Edited: {{ order.id }}")
+    save(templates_dir, ORDER_SUBJECT, "{% if %}")
+
+    assert not renderer.reload().loaded
+    context = renderer.sample_context("order.created")
+    assert not renderer.render("order.created", "sms", context).parts["text"].startswith("Edited")
+
+
+def test_a_variable_the_sample_does_not_have_is_rejected(templates_dir: Path) -> None:
+    renderer = TemplateRenderer(templates_dir)
+    save(templates_dir, ORDER_SUBJECT, "Order {{ order.coupon_code }}")
+
+    result = renderer.reload()
+
+    assert not result.loaded
+    assert "email/order.created.subject.txt line 1" in str(result.problems[0])
+    assert "coupon_code" in str(result.problems[0])
+
+
+def test_an_untouched_folder_is_not_checked_again(templates_dir: Path) -> None:
+    renderer = TemplateRenderer(templates_dir)
+    assert renderer.reload() == ReloadResult(changed=False, loaded=False, problems=())
+    (templates_dir / "sms" / "order.created.txt").touch()  # saved without a change
+    assert not renderer.reload().loaded
+    assert renderer.ok
+
+
+def test_a_folder_broken_at_start_serves_what_renders_until_it_is_fixed(templates_dir: Path) -> None:
+    save(templates_dir, ORDER_SUBJECT, "BROKEN {{ order.id ")
+
+    renderer = TemplateRenderer(templates_dir)  # nothing better to serve than the folder as it is
+
+    assert not renderer.ok
+    assert reload_ok_metric() == 0
+    context = renderer.sample_context("order.created")
+    assert renderer.render("order.created", "sms", context).parts["text"].startswith(f"Order {ORDER_ID}")
+    with pytest.raises(TemplateProblem, match=r"email/order\.created\.subject\.txt line 1"):
+        renderer.render("order.created", "email", context)
+
+    save(templates_dir, ORDER_SUBJECT, SHIPPED_ORDER_SUBJECT)
+    assert renderer.reload().loaded
+    subject = renderer.render("order.created", "email", context).parts["subject"]
+    assert subject == f"We received your order {ORDER_ID}"
+
+
+def test_the_check_command_decides_as_the_reload_does(templates_dir: Path) -> None:
+    renderer = TemplateRenderer(templates_dir)
+    save(templates_dir, ORDER_SUBJECT, "BROKEN {{ order.id ")
+
+    problems = renderer.reload().problems
+    result = run_cli("--dir", str(templates_dir), "check")
+
+    assert result.returncode == 1
+    assert [f"error: {problem}" for problem in problems] == result.stderr.splitlines()[:-1]
