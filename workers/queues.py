@@ -175,15 +175,15 @@ def migrate_queue(connection: BlockingConnection, name: str, arguments: dict[str
     """Bring one queue to ``arguments``; a line saying what was done."""
     state = inspect(connection, name, arguments)
     temporary = name + TEMPORARY_SUFFIX
-    parked = 0
-    if state.exists and not state.current:
+    outdated = state.exists and not state.current
+    if outdated:
         if state.consumers:
             raise MigrationError(f"{name} has {state.consumers} consumer(s): stop the workers first")
         if state.leftover < 0 and _declare(connection, temporary, TEMPORARY_ARGUMENTS):
             raise MigrationError(f"cannot declare {temporary}")
         for _ in range(DELETE_ATTEMPTS):
             with _confirm_channel(connection) as channel:
-                parked += move_all(channel, name, temporary)
+                move_all(channel, name, temporary)
                 if not _delete_if_idle(connection, channel, name, classic=_is_legacy(connection, name)):
                     continue  # a message arrived or a consumer attached meanwhile: look again
             problem = _declare(connection, name, arguments)
@@ -200,8 +200,8 @@ def migrate_queue(connection: BlockingConnection, name: str, arguments: dict[str
         problem = _declare(connection, name, arguments)
         if problem:
             raise MigrationError(f"cannot declare {name}: {problem}")
-    if state.leftover < 0 and not parked:
-        return f"{name}: {'declared' if not state.exists else 'already current'}"
+    if state.leftover < 0 and not outdated:
+        return f"{name}: {'already current' if state.exists else 'declared'}"
     with _confirm_channel(connection) as channel:
         restored = move_all(channel, temporary, name)
         channel.queue_delete(temporary, if_empty=True)
@@ -238,13 +238,21 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m workers.queues",
         description="Check the worker queues' type and arguments, and migrate classic queues to quorum.",
     )
-    parser.add_argument(
+    # --queue after the command, as in `migrate --queue orders`.
+    queue_option = argparse.ArgumentParser(add_help=False)
+    queue_option.add_argument(
         "--queue", action="append", choices=WORKER_QUEUES, help="a work queue (default: all of them)"
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("status", help="each queue: messages, consumers, and whether it needs migrating")
     commands.add_parser(
-        "migrate", help="move classic (or otherwise outdated) queues to the current arguments"
+        "status",
+        parents=[queue_option],
+        help="each queue: messages, consumers, and whether it needs migrating",
+    )
+    commands.add_parser(
+        "migrate",
+        parents=[queue_option],
+        help="move classic (or otherwise outdated) queues to the current arguments",
     )
     args = parser.parse_args(argv)
     try:

@@ -57,7 +57,7 @@ class Legacy:
 
     def fill(self) -> dict[str, list[bytes]]:
         expected: dict[str, list[bytes]] = {name: [] for name in FAMILY}
-        for queue, work, delayed, dead in (("orders", 5, 2, 2), ("notifications", 3, 1, 1)):
+        for queue, work, delayed, dead in (("orders", 5, 2, 2), ("notifications", 3, 1, 0)):
             sent = [self.broker.enqueue(message(queue, number)) for number in range(work + dead)]
             for number in range(100, 100 + delayed):
                 delayed_copy = self.broker.enqueue(message(queue, number), delay=3_600_000)
@@ -117,6 +117,7 @@ def test_migrate_turns_classic_queues_into_quorum_queues_and_keeps_every_message
     out = capsys.readouterr().out
     assert "orders: migrated, 5 message(s) kept" in out
     assert "orders.XQ: migrated, 2 message(s) kept" in out
+    assert "notifications.XQ: migrated, 0 message(s) kept" in out  # an empty one too
     for name in FAMILY:
         assert queue_info(legacy_vhost, name)["type"] == "quorum", name
     # The workers, the relays and the DLQ tool declare them without a complaint now.
