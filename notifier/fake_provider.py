@@ -190,7 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default=None, help="require this token (default: accept any)")
     args = parser.parse_args(argv)
     print(
-        json.dumps({"message": "fake provider listening", "host": args.host, "port": args.port}), flush=True
+        json.dumps(
+            {
+                "message": "fake provider listening",
+                "service.name": "fake_provider",
+                "host": args.host,
+                "port": args.port,
+            }
+        ),
+        flush=True,
     )
     web.run_app(create_app(args.token), host=args.host, port=args.port, print=None, access_log=None)
     return 0

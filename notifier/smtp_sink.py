@@ -160,6 +160,7 @@ async def serve(host: str, port: int, http_port: int, folder: Path) -> None:
         json.dumps(
             {
                 "message": "smtp sink listening",
+                "service.name": "smtp_sink",
                 "smtp": f"{host}:{port}",
                 "http": f"{host}:{http_port}",
                 "maildir": str(folder),

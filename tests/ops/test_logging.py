@@ -1,0 +1,137 @@
+"""Every log line of every process carries ``service.name`` and one trace id field (``trace.id``):
+structlog and standard-library lines, from the main thread and from a worker's threads, the
+workers' master included; and each line is one write, so lines from Dramatiq's worker processes
+cannot interleave in the master's pipe."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from common.logging import bind_trace_id, configure_logging
+from tests.config.conftest import ROOT
+
+
+class Recorder(io.StringIO):
+    """A stream that remembers each write call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+@pytest.fixture
+def stream() -> Iterator[Recorder]:
+    saved_structlog = structlog.get_config()
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    yield Recorder()
+    structlog.contextvars.clear_contextvars()
+    structlog.configure(**saved_structlog)
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+
+
+def configure(stream: Recorder, service: str, fmt: str = "json") -> None:
+    """configure_logging writing to ``stream`` (it takes sys.stdout as it is when called)."""
+    real, sys.stdout = sys.stdout, stream
+    try:
+        configure_logging(service, fmt=fmt)
+    finally:
+        sys.stdout = real
+
+
+def lines(stream: Recorder) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def in_thread(target: Any) -> None:
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+
+
+def test_every_line_from_every_thread_names_the_service(stream: Recorder) -> None:
+    configure(stream, "workers")
+    structlog.get_logger("t").info("main thread")
+    logging.getLogger("dramatiq.t").warning("stdlib, main thread")
+
+    def work() -> None:
+        structlog.get_logger("t").info("worker thread")
+        logging.getLogger("dramatiq.t").warning("stdlib, worker thread")
+
+    in_thread(work)
+    logged = lines(stream)
+    assert [line["message"] for line in logged] == [
+        "main thread",
+        "stdlib, main thread",
+        "worker thread",
+        "stdlib, worker thread",
+    ]
+    assert all(line["service"]["name"] == "workers" for line in logged), logged
+
+
+def test_one_trace_id_field_whichever_way_it_was_given(stream: Recorder) -> None:
+    configure(stream, "notifier")
+
+    def job() -> None:
+        bind_trace_id("a" * 32)
+        # The envelope's name for it, as fan-out logs it, on top of the bound one.
+        structlog.get_logger("t").info("fanned out", trace_id="a" * 32)
+        logging.getLogger("aiosmtplib").warning("stdlib inside the job")
+
+    in_thread(job)
+    structlog.get_logger("t").info("given only as a keyword", trace_id="b" * 32)
+    logged = lines(stream)
+    assert [line["trace"]["id"] for line in logged] == ["a" * 32, "a" * 32, "b" * 32]
+    assert not any("trace_id" in line for line in logged)
+
+
+def test_each_line_is_one_write(stream: Recorder) -> None:
+    configure(stream, "workers")
+    structlog.get_logger("t").info("structlog")
+    logging.getLogger("t").warning("stdlib")
+    assert len(stream.writes) == 2
+    assert all(text.endswith("\n") and text.count("\n") == 1 for text in stream.writes)
+
+
+def test_console_lines_name_the_service_too(stream: Recorder) -> None:
+    configure(stream, "user_api", fmt="console")
+    structlog.get_logger("t").info("structlog")
+    logging.getLogger("aiohttp.server").warning("stdlib")
+    written = stream.getvalue().splitlines()
+    assert len(written) == 2
+    assert all("service.name=user_api" in line for line in written), written
+
+
+def test_the_workers_master_logs_ecs_json_too() -> None:
+    # A pid file it cannot write: Dramatiq's master logs a critical line and exits before it
+    # starts any worker (no broker needed). Its own lines used to be Dramatiq's text format.
+    result = subprocess.run(
+        [sys.executable, "-m", "workers", "--processes", "1", "--pid-file", "/nonexistent/dir/workers.pid"],
+        cwd=ROOT,
+        env={**os.environ, "LOG_FORMAT": "json", "PROMETHEUS_MULTIPROC_DIR": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    logged = [json.loads(line) for line in result.stdout.splitlines()]
+    assert logged, result.stderr
+    assert all(line["service"]["name"] == "workers" for line in logged)
+    assert any("PID file" in line["message"] and line["log.level"] == "critical" for line in logged)
