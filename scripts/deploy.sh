@@ -151,11 +151,9 @@ PY
 xx  PostgreSQL at ${DB_HOST:-127.0.0.1}:${DB_PORT:-5432} refused DB_USERNAME=${DB_USERNAME:-postgres}: $out
     The services log in over TCP with DB_USERNAME and DB_PASSWORD (from .env or the environment).
     On a stock Debian server (scram-sha-256 on 127.0.0.1, no password for postgres), give them a
-    role of their own: put in .env
-        DB_USERNAME=microservices
-        DB_PASSWORD=a-password-of-your-choice
-    and run ./scripts/deploy.sh local again: it creates that role and its databases as the
-    postgres system user. Or set DB_PASSWORD to the password the role already has.
+    role of their own: cp .env.example .env (DB_USERNAME=microservices, and a DB_PASSWORD of
+    your choice) and run ./scripts/deploy.sh local again: it creates that role and its
+    databases as the postgres system user. Or set DB_PASSWORD to the password the role has.
 TXT
   exit 1
 }
@@ -250,8 +248,10 @@ TXT
 
 # --- releases (staging and production) -----------------------------------------------------------
 # One history file per environment, one tab-separated line per deployment:
-#   time  action(deploy|rollback)  version  outcome(ok|failed)  revision
-# It lives outside the checkout (a CI checkout is cleaned between runs).
+#   time  action  version  outcome(ok|failed)  revision
+# action: deploy (VERSION given), rollback (to the release before the current one), restore (the
+# current release again, after a failed deploy left the services half-way). It lives outside
+# the checkout (a CI checkout is cleaned between runs).
 RELEASES_DIR="${RELEASES_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/microservices-app/releases}"
 
 release_history() { echo "$RELEASES_DIR/$1.tsv"; }
@@ -264,7 +264,7 @@ record_release() { # env action version outcome
 
 release_stack() { # env — the versions in service, oldest first, the current one last
   # A deployment pushes its version (unless it is already the current one); a rollback pops
-  # the current one. Failed attempts change nothing.
+  # the current one; a restore changes nothing. Failed attempts change nothing.
   local file
   file=$(release_history "$1")
   [ -f "$file" ] || return 0
@@ -305,22 +305,26 @@ rollback_compose() { # staging|production
   local env=${1:-}
   case "$env" in staging | production) ;; *) die "usage: $0 rollback staging|production" ;; esac
   command -v docker >/dev/null || die "docker is not installed"
-  local stack current previous
+  local stack current target action=rollback last
   stack=$(release_stack "$env")
   current=$(tail -n 1 <<<"$stack")
-  previous=$(tail -n 2 <<<"$stack" | head -n 1)
-  if [ -z "$current" ] || [ "$previous" = "$current" ]; then
+  target=$(tail -n 2 <<<"$stack" | head -n 1)
+  last=$(tail -n 1 "$(release_history "$env")" 2>/dev/null | cut -f 2,4)
+  if [ -n "$current" ] && [ "$last" = "deploy"$'\t'"failed" ]; then
+    # The failed deployment may have replaced some containers: run the current release again.
+    action=restore target=$current
+  elif [ -z "$current" ] || [ "$target" = "$current" ]; then
     die "no earlier $env release to return to (history: $(release_history "$env"))"
   fi
-  # The previous release's images as they were built then: never rebuilt from this checkout.
-  step "rolling $env back from $current to $previous"
-  if ! compose "$env" "$previous" up -d --no-build --pull missing --remove-orphans --wait; then
-    record_release "$env" rollback "$previous" failed
-    die "the rollback of $env to $previous did not become healthy"
+  # That release's images as they were built then: never rebuilt from this checkout.
+  step "$action of $env: ${current:-?} → $target"
+  if ! compose "$env" "$target" up -d --no-build --pull missing --remove-orphans --wait; then
+    record_release "$env" "$action" "$target" failed
+    die "the $action of $env to $target did not become healthy"
   fi
-  record_release "$env" rollback "$previous" ok
-  compose "$env" "$previous" ps
-  info "$env runs $previous again"
+  record_release "$env" "$action" "$target" ok
+  compose "$env" "$target" ps
+  info "$env runs $target again"
 }
 
 releases() { # staging|production
