@@ -242,6 +242,9 @@ def run_gateway_sh(command: str, tmp: Path, ports: dict[str, int]) -> subprocess
         **os.environ,
         "GATEWAY_PREFIX": str(tmp / "gw"),
         "LOG_DIR": str(tmp / "log"),
+        # A supervisord of the test's own: never the running stack's (var/run/supervisor.sock).
+        "RUN_DIR": str(tmp / "run"),
+        "SUPERVISOR_DIR": str(tmp / "supervisor"),
         "GATEWAY_HTTP_PORT": str(ports["http"]),
         "GATEWAY_HTTPS_PORT": str(ports["https"]),
         "GATEWAY_STATUS_PORT": str(ports["status"]),
@@ -277,11 +280,18 @@ def test_gateway_sh_starts_reloads_reports_and_stops(nginx_bin: str, tmp_path: P
 
         status = run_gateway_sh("status", tmp_path, ports)
         assert status.returncode == 0, status.stdout
-        assert f"running (pid {pid})" in status.stdout
+        assert f"running (pid {pid}, supervised)" in status.stdout
         # Nothing listens behind it here: the services' health is reported as failing.
         assert "FAILING" in status.stdout
     finally:
         stopped = run_gateway_sh("stop", tmp_path, ports)
+        # gateway.sh started a supervisord of the test's own for nginx; it goes with the test.
+        subprocess.run(
+            ["supervisorctl", "-c", str(tmp_path / "supervisor/supervisord.conf"), "shutdown"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
     assert stopped.returncode == 0, stopped.stderr
     assert not (tmp_path / "gw/nginx.pid").exists()
     assert run_gateway_sh("status", tmp_path, ports).returncode == 1
