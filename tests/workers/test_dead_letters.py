@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import pika.exceptions
 import pytest
 
 from common.events import FAN_OUT_NOTIFICATIONS, ORDER_CREATED, PROCESS_ORDER, dramatiq_message
@@ -24,7 +25,7 @@ from tests.workers.conftest import StartWorker
 from tests.workers.management import get_messages
 from tests.workers.test_worker import SMS_USER, outcomes, publish, wait_for_status
 from workers import dlq
-from workers.deadletters import TRACEBACK_MAX_CHARS
+from workers.deadletters import TRACEBACK_FRAMES, TRACEBACK_MAX_CHARS, bounded_traceback
 from workers.dlq import DeadLetter, DeadLetterQueues
 
 
@@ -205,3 +206,44 @@ async def test_a_malformed_order_event_explains_itself_in_the_dlq_tool_and_the_m
     assert message["properties"]["message_id"] == body["message_id"]
     # Looking did not take it away.
     assert [d.id for d in await asyncio.to_thread(dead_letters.list)] == [body["message_id"]]
+
+
+async def test_when_the_annotated_copy_cannot_be_published_rabbitmq_still_dead_letters_the_message(
+    start_worker: StartWorker, dead_letters: DeadLetterQueues, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = await start_worker()
+
+    def broker_gone(*_: object) -> None:
+        raise pika.exceptions.AMQPConnectionError("connection lost")
+
+    monkeypatch.setattr(broker, "publish_confirmed", broker_gone)
+    await publish(broker, dramatiq_message(malformed_order_created(), PROCESS_ORDER))
+
+    letter = await one_dead_letter(dead_letters)
+    # The plain reject: no record of the worker, but RabbitMQ's x-death says what happened.
+    assert letter.message is not None
+    assert "dead_letter" not in letter.message.options
+    assert letter.error_type == "rabbitmq.rejected"
+    assert letter.headers["x-death"][0]["queue"] == "orders"
+
+
+def _recurse(depth: int) -> None:
+    if depth == 0:
+        raise RuntimeError("deep " + "x" * 300)
+    _recurse(depth - 1)
+
+
+def test_the_traceback_keeps_the_last_frames_and_the_error_within_the_cap() -> None:
+    try:
+        try:
+            _recurse(200)
+        except RuntimeError as cause:
+            raise ValueError("wrapped " + "y" * 3000) from cause
+    except ValueError as exc:
+        text = bounded_traceback(exc)
+
+    assert len(text) <= TRACEBACK_MAX_CHARS
+    assert text.startswith("…(truncated)")
+    assert text.rstrip().endswith("y" * 100)  # the error itself survives the cap
+    # Each exception of the chain shows at most its last TRACEBACK_FRAMES frames.
+    assert text.count("in _recurse") <= TRACEBACK_FRAMES
