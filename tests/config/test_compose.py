@@ -166,6 +166,23 @@ def test_dependencies_wait_for_health_or_completion() -> None:
                 assert services[dependency]["healthcheck"].get("test"), f"{dependency} cannot become healthy"
 
 
+@pytest.mark.parametrize("env_name", list(COMBINATIONS))
+def test_every_long_running_service_is_restarted_and_no_one_shot_is(env_name: str) -> None:
+    # The compose side of supervision: a container whose process exits is started again.
+    services = merged(env_name)["services"]
+    one_shots = ONE_SHOTS | {
+        dependency
+        for service in services.values()
+        for dependency, how in service.get("depends_on", {}).items()
+        if how["condition"] == "service_completed_successfully"
+    }
+    for name, service in services.items():
+        if name in one_shots:
+            assert service.get("restart") in (None, "no"), f"{name} would be run again after it is done"
+        else:
+            assert service.get("restart") == "unless-stopped", f"{name} is not restarted when it exits"
+
+
 def test_state_lives_in_named_volumes() -> None:
     config = merged("development")
     for name, target in DATA_VOLUMES.items():
