@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,11 +33,15 @@ log = structlog.get_logger(__name__)
 Enqueue = Callable[[str, str | None], Awaitable[None]]
 RELEASE_BATCH = 500
 
-HELD = Gauge(
-    "notifications_held",
-    "Notifications waiting for a template set that renders them",
-    multiprocess_mode="livemax",
-)
+
+@functools.cache
+def held_gauge() -> Gauge:
+    # On first use, not at import (see notifier.templates.reload_metrics).
+    return Gauge(
+        "notifications_held",
+        "Notifications waiting for a template set that renders them",
+        multiprocess_mode="livemax",
+    )
 
 
 @dataclass
@@ -72,7 +77,7 @@ class TemplateWatcher:
             return 0
         self._last_sweep = now
         released = await self.release() if self.renderer.ok else 0
-        HELD.set(await repository.count_held(self.pool))
+        held_gauge().set(await repository.count_held(self.pool))
         self._released_for = fingerprint if self.renderer.ok else self._released_for
         return released
 

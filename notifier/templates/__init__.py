@@ -21,6 +21,7 @@ serving, the problem is logged with its file and line, and ``templates_last_relo
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,19 +62,35 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-# Worker processes share metrics through files: "livemin" reads 0 if any live process rejected
-# the folder's current version, and forgets processes that have exited.
-RELOAD_OK = Gauge(
-    "templates_last_reload_ok",
-    "1 if the templates folder as it is now was loaded; 0 if it was rejected and the last good set serves",
-    multiprocess_mode="livemin",
-)
-RELOADS = Counter("templates_reloads_total", "Template folder versions seen, by outcome", ["outcome"])
-LAST_GOOD_RELOAD = Gauge(
-    "templates_last_good_reload_timestamp_seconds",
-    "When the template set now serving was loaded",
-    multiprocess_mode="livemax",
-)
+
+@dataclass(frozen=True)
+class ReloadMetrics:
+    ok: Gauge
+    reloads: Counter
+    last_good: Gauge
+
+
+@functools.cache
+def reload_metrics() -> ReloadMetrics:
+    """Created on first use, not at import: in the workers' multiprocess mode a metric without
+    labels opens its file when created, and ``python -m workers`` imports this module before it
+    has prepared the directory."""
+    return ReloadMetrics(
+        # Worker processes share metrics through files: "livemin" reads 0 if any live process
+        # rejected the folder's current version, and forgets processes that have exited.
+        ok=Gauge(
+            "templates_last_reload_ok",
+            "1 if the templates folder as it is now was loaded; 0 if it was rejected and the last "
+            "good set serves",
+            multiprocess_mode="livemin",
+        ),
+        reloads=Counter("templates_reloads_total", "Template folder versions seen, by outcome", ["outcome"]),
+        last_good=Gauge(
+            "templates_last_good_reload_timestamp_seconds",
+            "When the template set now serving was loaded",
+            multiprocess_mode="livemax",
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -95,7 +112,7 @@ class TemplateRenderer:
         self._scanned = scan(folder)
         self._current = TemplateSet.load(folder)
         self._problems = tuple(self._current.check())
-        RELOADS.labels("loaded" if not self._problems else "loaded_with_problems").inc()
+        reload_metrics().reloads.labels("loaded" if not self._problems else "loaded_with_problems").inc()
         self._record(loaded=True)
 
     @property
@@ -127,7 +144,7 @@ class TemplateRenderer:
         problems = tuple(candidate.check())
         self._problems = problems
         if problems:
-            RELOADS.labels("rejected").inc()
+            reload_metrics().reloads.labels("rejected").inc()
             first = problems[0]
             log.error(
                 "templates_reload_rejected",
@@ -142,7 +159,7 @@ class TemplateRenderer:
             return ReloadResult(changed=True, loaded=False, problems=problems)
         previous = self._current.fingerprint
         self._current = candidate
-        RELOADS.labels("loaded").inc()
+        reload_metrics().reloads.labels("loaded").inc()
         log.info(
             "templates_reloaded",
             folder=str(self.folder),
@@ -154,9 +171,10 @@ class TemplateRenderer:
         return ReloadResult(changed=True, loaded=True, problems=())
 
     def _record(self, *, loaded: bool) -> None:
-        RELOAD_OK.set(0 if self._problems else 1)
+        metrics = reload_metrics()
+        metrics.ok.set(0 if self._problems else 1)
         if loaded:
-            LAST_GOOD_RELOAD.set(time.time())
+            metrics.last_good.set(time.time())
         if self._problems and loaded:
             first = self._problems[0]
             log.error(
