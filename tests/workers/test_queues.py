@@ -18,7 +18,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from tests.workers.conftest import amqp_url
 from tests.workers.management import queue_info, scratch_vhost
-from workers import queues
+from workers import dlq, queues
 from workers.rabbitmq import QuorumRabbitmqBroker
 
 FAMILY = ("orders", "orders.DQ", "orders.XQ", "notifications", "notifications.DQ", "notifications.XQ")
@@ -182,3 +182,21 @@ def test_an_interrupted_migration_is_finished_by_running_it_again(legacy: Legacy
     assert bodies == expected["orders"]
     assert queue_info(legacy_vhost, "orders")["type"] == "quorum"
     assert [state.leftover for state in queues.status(legacy.url, ["orders"])] == [-1, -1, -1]
+
+
+def test_replay_into_a_classic_queue_is_refused_until_it_is_migrated(
+    legacy: Legacy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expected = legacy.fill()
+
+    assert dlq.main(["replay", "--all"]) == 1
+
+    err = capsys.readouterr().err
+    assert err.count("cannot declare 'orders': PRECONDITION_FAILED") == 2
+    assert "run `python -m workers.queues migrate`" in err
+    assert queues.main(["migrate"]) == 0
+    assert dlq.main(["replay", "--all"]) == 0
+    replayed = [Message.decode(body) for body, _ in legacy.read_all("orders")][-2:]
+    assert [m.encode() for m in replayed] != expected["orders.XQ"]  # they carry their history now
+    assert [m.message_id for m in replayed] == [Message.decode(b).message_id for b in expected["orders.XQ"]]
+    assert all(m.options["dead_letter_history"][0]["type"] == "rabbitmq.rejected" for m in replayed)
