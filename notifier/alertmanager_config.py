@@ -212,10 +212,15 @@ def render(settings: AlertingSettings) -> dict[str, Any]:
     }
 
 
-def write(settings: AlertingSettings, path: Path) -> None:
+def write(settings: AlertingSettings, path: Path, owner: tuple[int, int] | None = None) -> None:
+    """Write the file, readable by its owner only (it may hold the SMTP password and webhook
+    secrets); ``owner`` hands it to another user (compose: the renderer runs as root, Alertmanager
+    as nobody)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # It may hold the SMTP password and webhook secrets: readable by its owner only.
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    if owner is not None:
+        os.fchown(descriptor, *owner)
     with os.fdopen(descriptor, "w") as file:
         file.write(
             "# Rendered by python -m notifier.alertmanager_config; edit the environment, not this file.\n"
@@ -228,14 +233,22 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m notifier.alertmanager_config", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--out", type=Path, required=True, help="where to write alertmanager.yml")
+    parser.add_argument("--owner", type=_owner, default=None, help="UID:GID to give the file to")
     args = parser.parse_args(argv)
     try:
         settings = load_settings(AlertingSettings)
     except SettingsError as exc:
         print(f"alertmanager config: {exc}", file=sys.stderr)
         return 2
-    write(settings, args.out)
+    write(settings, args.out, args.owner)
     return 0
+
+
+def _owner(value: str) -> tuple[int, int]:
+    uid, _, gid = value.partition(":")
+    if not (uid.isdigit() and gid.isdigit()):
+        raise argparse.ArgumentTypeError(f"{value!r} is not UID:GID")
+    return int(uid), int(gid)
 
 
 if __name__ == "__main__":

@@ -235,6 +235,7 @@ deploy_local() {
     Mail (sink)     http://127.0.0.1:${SMTP_SINK_HTTP_PORT:-8025}/messages
     Fake SMS/push   http://127.0.0.1:${FAKE_PROVIDER_PORT:-8090}/_fake/messages
     Prometheus      http://127.0.0.1:9090  (targets, alert rules)
+    Alerts          http://127.0.0.1:9093 (Alertmanager); what it sent: http://127.0.0.1:${ALERT_SINK_PORT:-9095}/alerts
     RabbitMQ UI     http://127.0.0.1:15672  (dead letters: queues *.XQ; ${RABBITMQ_USERNAME:-guest}/…)
     Supervision     ./scripts/deploy.sh status | ctl status | ctl restart NAME   (every process restarts when it exits)
     Logs            $LOG_DIR (rotated at $LOG_MAX_BYTES, $LOG_BACKUPS kept)      Pids: $RUN_DIR

@@ -2,10 +2,15 @@
 # Prometheus and its exporters on this host (host mode; compose runs them as services).
 #   ./scripts/monitoring.sh start    install what is missing, (re)start, wait until Prometheus is ready
 #   ./scripts/monitoring.sh stop     stop what `start` started
-#   ./scripts/monitoring.sh status   the processes, then every scrape target and its health
+#   ./scripts/monitoring.sh status   the processes, every scrape target and its health, the alerts
 #
 # Prometheus listens on http://127.0.0.1:9090 with monitoring/prometheus/prometheus.host.yml:
 # every target is configured whether or not its process runs; one that does not run is down.
+# Alertmanager (http://127.0.0.1:9093) gets Prometheus' alerts, with a configuration rendered
+# from the environment (python -m notifier.alertmanager_config: SMTP_*, ALERT_*); outside
+# staging/production the development receiver (python -m notifier.alert_sink, :9095, GET /alerts)
+# records every notification. Runbook links start with RUNBOOK_BASE_URL (default: this checkout's
+# docs/runbooks.md as a file: URL).
 # Each process runs under host mode's supervisord like deploy.sh's (restarted when it exits, log
 # in var/log rotated by size), so `deploy.sh stop` stops them too. Prometheus keeps its data in
 # var/lib/prometheus.
@@ -18,9 +23,16 @@ PROM_CONFIG="$ROOT/monitoring/prometheus/prometheus.host.yml"
 PROM_DATA="${PROMETHEUS_DATA_DIR:-$ROOT/var/lib/prometheus}"
 PROM_ADDR="${PROMETHEUS_LISTEN_ADDRESS:-127.0.0.1:9090}"
 PROM_URL="http://$PROM_ADDR"
-PACKAGES=(prometheus prometheus-postgres-exporter prometheus-redis-exporter prometheus-nginx-exporter)
-# name|port — the processes this script owns, in start order (Prometheus last).
-COMPONENTS=("postgres_exporter|9187" "redis_exporter|9121" "nginx_exporter|9113" "prometheus|${PROM_ADDR##*:}")
+PACKAGES=(prometheus prometheus-postgres-exporter prometheus-redis-exporter prometheus-nginx-exporter prometheus-alertmanager)
+AM_CONFIG="$ROOT/var/alertmanager/alertmanager.yml"
+AM_DATA="${ALERTMANAGER_DATA_DIR:-$ROOT/var/lib/alertmanager}"
+AM_URL="http://127.0.0.1:9093"
+ALERT_SINK_PORT="${ALERT_SINK_PORT:-9095}"
+# name|port — the processes this script owns, in start order (Prometheus last, so its first
+# alerts find Alertmanager, and Alertmanager's first notifications the receiver).
+COMPONENTS=("postgres_exporter|9187" "redis_exporter|9121" "nginx_exporter|9113")
+is_production() { [ "${APP_ENV:-development}" = production ] || [ "${APP_ENV:-development}" = staging ]; }
+COMPONENTS+=("alert_sink|$ALERT_SINK_PORT" "alertmanager|9093" "prometheus|${PROM_ADDR##*:}")
 
 is_local() { [ "$1" = 127.0.0.1 ] || [ "$1" = localhost ] || [ "$1" = ::1 ]; }
 
@@ -52,6 +64,7 @@ stop_all() {
 packaged_unit() { # name — the systemd unit the Debian package installs for it
   case "$1" in
     prometheus) echo prometheus ;;
+    alertmanager) echo prometheus-alertmanager ;;
     *) echo "prometheus-${1%_exporter}-exporter" ;;
   esac
 }
@@ -116,15 +129,63 @@ start_all() {
   launch nginx_exporter prometheus-nginx-exporter -web.listen-address=127.0.0.1:9113 \
     -nginx.scrape-uri="${NGINX_STUB_STATUS_URL:-http://127.0.0.1:8080/stub_status}" \
     -nginx.retries=100000 -nginx.retry-interval=5s
-  launch prometheus prometheus --config.file="$PROM_CONFIG" --storage.tsdb.path="$PROM_DATA" \
-    --storage.tsdb.retention.time="${PROMETHEUS_RETENTION:-7d}" --web.listen-address="$PROM_ADDR" \
-    --web.enable-lifecycle
+
+  # The development receiver, where Alertmanager's notifications can be read (GET /alerts).
+  if ! is_production; then
+    mkdir -p "$ROOT/var/alerts"
+    launch alert_sink "$PY" -m notifier.alert_sink --port "$ALERT_SINK_PORT" --store "$ROOT/var/alerts/notifications.jsonl"
+  fi
+  # Alertmanager's configuration is rendered from the environment (it cannot read it itself).
+  (
+    export SMTP_HOST="${SMTP_HOST:-127.0.0.1}" ALERT_SINK_URL="${ALERT_SINK_URL:-http://127.0.0.1:$ALERT_SINK_PORT/alerts}"
+    "$PY" -m notifier.alertmanager_config --out "$AM_CONFIG" || die "cannot render Alertmanager's configuration (see above)"
+  )
+  mkdir -p "$AM_DATA"
+  launch alertmanager prometheus-alertmanager --config.file="$AM_CONFIG" --storage.path="$AM_DATA" \
+    --web.listen-address=127.0.0.1:9093 --web.external-url="$AM_URL" --cluster.listen-address=
+
+  # RUNBOOK_BASE_URL is expanded into the external label runbook_base_url, the base of every
+  # alert's runbook link (prometheus.host.yml).
+  (
+    export RUNBOOK_BASE_URL="${RUNBOOK_BASE_URL:-file://$ROOT/docs/runbooks.md}"
+    launch prometheus prometheus --config.file="$PROM_CONFIG" --storage.tsdb.path="$PROM_DATA" \
+      --storage.tsdb.retention.time="${PROMETHEUS_RETENTION:-7d}" --web.listen-address="$PROM_ADDR" \
+      --web.enable-lifecycle --enable-feature=expand-external-labels
+  )
 
   wait_http "$PROM_URL/-/ready" 60 || {
     tail -n 20 "$LOG_DIR/prometheus.log" >&2
     die "Prometheus did not become ready; see $LOG_DIR/prometheus.log"
   }
+  wait_http "$AM_URL/-/ready" 30 || {
+    tail -n 20 "$LOG_DIR/alertmanager.log" >&2
+    die "Alertmanager did not become ready; see $LOG_DIR/alertmanager.log"
+  }
   info "Prometheus $PROM_URL (targets: $PROM_URL/targets, alerts: $PROM_URL/alerts)"
+  info "Alertmanager $AM_URL$(is_production || echo ", development receiver http://127.0.0.1:$ALERT_SINK_PORT/alerts")"
+}
+
+print_alerts() {
+  # What Alertmanager holds now, and what the development receiver has been sent.
+  local body
+  body=$(curl -fsS --max-time 3 "$AM_URL/api/v2/alerts" 2>/dev/null) || {
+    printf '  %-16s %s\n' "NOT READY" "$AM_URL"
+    return 1
+  }
+  python3 -c '
+import json, sys
+alerts = json.load(sys.stdin)
+if not alerts:
+    print("  none")
+for a in sorted(alerts, key=lambda a: a["labels"]["alertname"]):
+    labels = a["labels"]
+    where = labels.get("instance") or labels.get("service") or labels.get("queue") or ""
+    print("  %-28s %-9s %-9s %s" % (labels["alertname"], labels.get("severity", ""), a["status"]["state"], where))
+' <<<"$body"
+  if ! is_production; then
+    body=$(curl -fsS --max-time 3 "http://127.0.0.1:$ALERT_SINK_PORT/alerts" 2>/dev/null) || return 1
+    python3 -c 'import json, sys; print("  development receiver: %d notified alert(s), GET http://127.0.0.1:%s/alerts" % (json.load(sys.stdin)["count"], sys.argv[1]))' "$ALERT_SINK_PORT" <<<"$body"
+  fi
 }
 
 print_targets() {
@@ -145,6 +206,7 @@ status() {
   local down=0 entry name state=""
   for entry in "${COMPONENTS[@]}"; do
     name=${entry%%|*}
+    [ "$name" = alert_sink ] && is_production && continue  # development only
     sv_running && state=$(sv_state "$name")
     if [ "$state" = RUNNING ]; then
       printf '  %-16s running (pid %s, supervised)\n' "$name" "$(sv_ctl pid "$name")"
@@ -155,6 +217,8 @@ status() {
   done
   echo "  scrape targets:"
   print_targets || down=1
+  echo "  alerts (Alertmanager):"
+  print_alerts || down=1
   return $down
 }
 

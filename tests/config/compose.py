@@ -37,10 +37,11 @@ DEPLOY_ENV = {
     "PUSH_PROVIDER_URL": "https://push.example.net",
     "PUSH_PROJECT_ID": "shop",
     "PUSH_PROVIDER_TOKEN": "push-s3cret-for-tests",
+    "ALERT_WEBHOOK_URL": "https://relay.example.net/alertmanager",
 }
 
 # Services that run once and exit; everything else runs for good.
-ONE_SHOTS = {"gateway-config", "kibana-setup"}
+ONE_SHOTS = {"gateway-config", "kibana-setup", "alertmanager-config"}
 APP_SERVICES = {
     "user-service",
     "order-service",
@@ -48,6 +49,8 @@ APP_SERVICES = {
     "workers",
     "fake-provider",
     "gateway-config",
+    "alertmanager-config",
+    "alert-sink",
 }
 
 

@@ -212,7 +212,13 @@ def test_development_publishes_only_the_gateway_beyond_loopback() -> None:
 @pytest.mark.parametrize("env_name", list(OVERRIDES))
 def test_nothing_but_the_gateway_and_operator_uis_is_published(env_name: str) -> None:
     services = merged(env_name)["services"]
-    loopback_uis = {"rabbitmq": 15672, "prometheus": 9090, "grafana": 3000, "kibana": 5601}
+    loopback_uis = {
+        "rabbitmq": 15672,
+        "prometheus": 9090,
+        "grafana": 3000,
+        "kibana": 5601,
+        "alertmanager": 9093,
+    }
     if env_name == "staging":
         loopback_uis |= {"mailpit": 8025, "fake-provider": 8090}
     for name, service in services.items():

@@ -4,6 +4,7 @@ staging and production."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,19 @@ def test_the_command_line_reports_bad_settings(
     assert main(["--out", str(tmp_path / "am.yml")]) == 2
     assert "ALERT_REPEAT_INTERVAL" in capsys.readouterr().err
     assert not (tmp_path / "am.yml").exists()
+
+
+def test_the_file_can_be_handed_to_alertmanagers_user(tmp_path: Path) -> None:
+    # In compose the renderer runs as root and gives the file to Alertmanager's user; here, to
+    # whoever runs the test (chown to oneself needs no privilege).
+    path = tmp_path / "alertmanager.yml"
+    path.write_text("stale")
+    owner = f"{os.getuid()}:{os.getgid()}"
+    assert main(["--out", str(path), "--owner", owner]) == 0
+    assert (path.stat().st_uid, path.stat().st_mode & 0o777) == (os.getuid(), 0o600)
+    assert yaml.safe_load(path.read_text())["route"]["receiver"] == WARNING
+
+
+def test_the_command_line_refuses_a_bad_owner(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "am.yml"), "--owner", "nobody"])

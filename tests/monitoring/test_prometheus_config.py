@@ -39,7 +39,7 @@ def test_compose_and_host_mode_scrape_the_same_jobs() -> None:
 
 def test_every_component_is_scraped() -> None:
     expected = {"prometheus", "gateway", "user_api", "order_api", "notifier", "workers"}
-    expected |= {"rabbitmq", "rabbitmq_queues", "postgresql", "redis"}
+    expected |= {"rabbitmq", "rabbitmq_queues", "postgresql", "redis", "alertmanager"}
     assert set(jobs(HOST_CONFIG)) == expected
 
 
@@ -55,6 +55,7 @@ def test_every_component_is_scraped() -> None:
         ("rabbitmq_queues", {"127.0.0.1:15692"}),
         ("postgresql", {"127.0.0.1:9187"}),
         ("redis", {"127.0.0.1:9121"}),
+        ("alertmanager", {"127.0.0.1:9093"}),
     ],
 )
 def test_host_mode_targets_every_instance(job: str, targets: set[str]) -> None:
@@ -118,3 +119,51 @@ def test_compose_targets_are_services_of_the_compose_file() -> None:
         hosts |= {target.rsplit(":", 1)[0] for target in static_targets(job)}
         hosts |= {name for discovery in job.get("dns_sd_configs", []) for name in discovery["names"]}
     assert hosts - {"localhost"} - services == set()
+
+
+@pytest.mark.parametrize(
+    ("config", "alertmanager"),
+    [(COMPOSE_CONFIG, "alertmanager:9093"), (HOST_CONFIG, "127.0.0.1:9093")],
+    ids=["compose", "host"],
+)
+def test_prometheus_sends_its_alerts_to_alertmanager(config: Any, alertmanager: str) -> None:
+    alerting = yaml.safe_load(config.read_text())["alerting"]
+    (target,) = static_targets(alerting["alertmanagers"][0])
+    assert target == alertmanager
+    assert static_targets(jobs(config)["alertmanager"]) == {alertmanager}
+
+
+@pytest.mark.parametrize("config", [COMPOSE_CONFIG, HOST_CONFIG], ids=["compose", "host"])
+def test_runbook_base_comes_from_the_environment_and_stays_out_of_notifications(config: Any) -> None:
+    loaded = yaml.safe_load(config.read_text())
+    assert loaded["global"]["external_labels"] == {"runbook_base_url": "${RUNBOOK_BASE_URL}"}
+    assert {"action": "labeldrop", "regex": "runbook_base_url"} in loaded["alerting"]["alert_relabel_configs"]
+
+
+def test_both_launchers_expand_the_runbook_base_and_always_set_it() -> None:
+    script = MONITORING_SCRIPT.read_text()
+    assert "--enable-feature=expand-external-labels" in script
+    assert 'RUNBOOK_BASE_URL="${RUNBOOK_BASE_URL:-' in script
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["prometheus"]
+    assert "--enable-feature=expand-external-labels" in compose["command"]
+    assert compose["environment"]["RUNBOOK_BASE_URL"].startswith("${RUNBOOK_BASE_URL:-")
+
+
+def test_monitoring_script_runs_alertmanager_and_the_development_receiver() -> None:
+    script = MONITORING_SCRIPT.read_text()
+    assert "launch alertmanager prometheus-alertmanager" in script
+    assert "--web.listen-address=127.0.0.1:9093" in script
+    assert "notifier.alertmanager_config --out" in script
+    assert "launch alert_sink" in script
+    assert '"alertmanager|9093"' in script
+
+
+def test_compose_runs_alertmanager_with_the_rendered_config() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    render = services["alertmanager-config"]
+    assert render["command"][:3] == ["python", "-m", "notifier.alertmanager_config"]
+    assert render["environment"]["ALERT_SINK_URL"] == "http://alert-sink:9095/alerts"
+    alertmanager = services["alertmanager"]
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in alertmanager["command"]
+    assert alertmanager["depends_on"]["alertmanager-config"]["condition"] == "service_completed_successfully"
+    assert services["alert-sink"]["command"][:3] == ["python", "-m", "notifier.alert_sink"]
