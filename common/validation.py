@@ -1,17 +1,45 @@
 """Validating data against pydantic models, with failures as InvalidInput (422) listing each field.
 
 No aiohttp here, so service code can validate too.
+
+The models are also where the OpenAPI documents' schemas come from (common/openapi.py), so every
+constraint is written so JSON Schema can say it: patterns, lengths and ranges rather than code in
+validators. Patterns are matched by Python's ``re`` (``regex_engine="python-re"``), as the fuzzer
+and ``jsonschema`` match them, so a document's pattern means the same thing to a client's
+validator, to schemathesis and to the service.
 """
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from common.errors import InvalidInput
 
 M = TypeVar("M", bound=BaseModel)
+
+# What common.web.parse_body refuses in any string (PostgreSQL text cannot hold NUL); the
+# generated schemas give it to every string that has no stricter pattern of its own.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+# Free text (names, reasons): no control characters (they end up in email headers and
+# templates) and at least one character that is not white space. Surrounding white space is
+# allowed and stripped after validation, so lengths count what the client sent.
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+# The base of every request model: unknown fields refused, strings bounded, Python patterns.
+INPUT_CONFIG = ConfigDict(extra="forbid", str_max_length=4096, regex_engine="python-re")
+
+
+def _strip(value: str) -> str:
+    return value.strip()
+
+
+Strip = AfterValidator(_strip)
+
+
+def text(max_length: int) -> StringConstraints:
+    """The constraints of a free-text field: ``Annotated[str, text(100), Strip]``."""
+    return StringConstraints(min_length=1, max_length=max_length, pattern=TEXT_PATTERN)
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

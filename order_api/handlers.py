@@ -5,10 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from common.auth import authenticate
-from common.pagination import Page
 from common.web import json_response, parse_body, parse_query
 from order_api import service
-from order_api.schemas import OrderIn, OrderListQuery, OrderOut, StatusChangeIn
+from order_api.schemas import OrderIn, OrderListQuery, OrderPage, StatusChangeIn
 from order_api.state import DEPS
 
 
@@ -16,7 +15,7 @@ async def list_orders(request: web.Request) -> web.Response:
     caller = await authenticate(request)
     query = parse_query(request, OrderListQuery)
     orders, total = await service.list_orders(request.app[DEPS], caller, query)
-    return json_response(Page[OrderOut](items=orders, total=total, limit=query.limit, offset=query.offset))
+    return json_response(OrderPage(items=orders, total=total, limit=query.limit, offset=query.offset))
 
 
 async def create_order(request: web.Request) -> web.Response:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from common.openapi import openapi_handler
+from common.openapi import add_document_routes
 from order_api import handlers
 
 UUID_PATTERN = "{id:[0-9a-fA-F-]{36}}"
@@ -20,4 +20,4 @@ def setup_routes(app: web.Application) -> None:
     router.add_get(f"/api/orders/{UUID_PATTERN}", handlers.get_order)
     router.add_put(f"/api/orders/{UUID_PATTERN}/status", handlers.change_status)
     router.add_delete(f"/api/orders/{UUID_PATTERN}", handlers.cancel_order)
-    router.add_get("/openapi.yaml", openapi_handler(OPENAPI_PATH))
+    add_document_routes(router, OPENAPI_PATH)

@@ -15,24 +15,34 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 from openapi_core import Config, OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
+from pydantic import BaseModel
+
+from common.openapi import INSTANCE_DOCUMENT
 
 UNDOCUMENTED_METHODS = {"HEAD", "OPTIONS"}
 
 
 def load_spec(path: Path) -> OpenAPI:
-    return OpenAPI.from_file_path(
-        str(path),
+    """The document at ``path`` with the instance document's paths (both are the instance's answers)."""
+    document = yaml.safe_load(path.read_text())
+    instance = yaml.safe_load(INSTANCE_DOCUMENT.read_text())
+    document["paths"].update(instance["paths"])
+    for name, schema in instance["components"]["schemas"].items():
+        document["components"]["schemas"].setdefault(name, schema)
+    return OpenAPI.from_dict(
+        document,
         config=Config(
             extra_media_type_deserializers={
                 "application/problem+json": json.loads,
                 "application/yaml": yaml.safe_load,
+                "application/json": json.loads,
                 "text/plain": bytes.decode,
             }
         ),
     )
 
 
-def documented_operations(path: Path) -> set[tuple[str, str]]:
+def documented_operations(path: Path = INSTANCE_DOCUMENT) -> set[tuple[str, str]]:
     document = yaml.safe_load(path.read_text())
     return {
         (method.upper(), route)
@@ -40,6 +50,51 @@ def documented_operations(path: Path) -> set[tuple[str, str]]:
         for method in item
         if method in {"get", "put", "post", "delete", "patch"}
     }
+
+
+def _resolve(document: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        target: Any = document
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def request_body_refs(document: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """(METHOD, path) -> the component schema its JSON request body refers to."""
+    found = {}
+    for route, item in document["paths"].items():
+        for method, operation in item.items():
+            body = operation.get("requestBody") if isinstance(operation, dict) else None
+            if body:
+                ref = body["content"]["application/json"]["schema"]["$ref"]
+                found[(method.upper(), route)] = ref.removeprefix("#/components/schemas/")
+    return found
+
+
+def query_parameters(document: dict[str, Any], method: str, route: str) -> dict[str, Any]:
+    """The query parameters of an operation (path-level ones too), by name, with their schemas."""
+    item = document["paths"][route]
+    parameters = [*item.get("parameters", []), *item[method.lower()].get("parameters", [])]
+    resolved = (_resolve(document, p) for p in parameters)
+    return {p["name"]: p["schema"] for p in resolved if p["in"] == "query"}
+
+
+def model_query_parameters(model: type[BaseModel]) -> dict[str, Any]:
+    """What a query model accepts, as query parameters: an optional field is one left out, never null."""
+    properties = model.model_json_schema(ref_template="#/components/schemas/{model}")["properties"]
+    found = {}
+    for name, schema in properties.items():
+        schema = {k: v for k, v in schema.items() if k != "title"}
+        options = [o for o in schema.pop("anyOf", []) if o != {"type": "null"}]
+        if options:
+            (only,) = options
+            schema = {**only, **schema}
+        if schema.get("default", 0) is None:
+            del schema["default"]
+        found[name] = schema
+    return found
 
 
 def app_operations(app: web.Application) -> set[tuple[str, str]]:

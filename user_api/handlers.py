@@ -5,10 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from common.auth import authenticate, require_admin
-from common.pagination import Page, PageQuery
+from common.pagination import PageQuery
 from common.web import client_ip, json_response, parse_body, parse_query
 from user_api import service
-from user_api.schemas import LoginIn, LogoutIn, RefreshIn, RegisterIn, UserOut, UserUpdateIn
+from user_api.schemas import LoginIn, LogoutIn, RefreshIn, RegisterIn, UserPage, UserUpdateIn
 from user_api.state import DEPS, TRUSTED_PROXIES
 
 
@@ -46,7 +46,7 @@ async def list_users(request: web.Request) -> web.Response:
     await require_admin(request)
     query = parse_query(request, PageQuery)
     users, total = await service.list_users(request.app[DEPS], limit=query.limit, offset=query.offset)
-    return json_response(Page[UserOut](items=users, total=total, limit=query.limit, offset=query.offset))
+    return json_response(UserPage(items=users, total=total, limit=query.limit, offset=query.offset))
 
 
 async def get_user(request: web.Request) -> web.Response:

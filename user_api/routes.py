@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from common.openapi import openapi_handler
+from common.openapi import add_document_routes
 from user_api import handlers
 
 UUID_PATTERN = "{id:[0-9a-fA-F-]{36}}"
@@ -24,4 +24,4 @@ def setup_routes(app: web.Application) -> None:
     router.add_get(f"/api/users/{UUID_PATTERN}", handlers.get_user)
     router.add_put(f"/api/users/{UUID_PATTERN}", handlers.update_user)
     router.add_delete(f"/api/users/{UUID_PATTERN}", handlers.delete_user)
-    router.add_get("/openapi.yaml", openapi_handler(OPENAPI_PATH))
+    add_document_routes(router, OPENAPI_PATH)
