@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
@@ -226,3 +230,24 @@ def test_the_check_command_decides_as_the_reload_does(templates_dir: Path) -> No
 
     assert result.returncode == 1
     assert [f"error: {problem}" for problem in problems] == result.stderr.splitlines()[:-1]
+
+
+def test_the_pre_commit_hook_runs_the_check_on_template_changes(tmp_path: Path) -> None:
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    [hook] = [h for repo in config["repos"] for h in repo["hooks"] if h["id"] == "notification-templates"]
+    assert re.match(hook["files"], "templates/email/order.created.subject.txt")
+    assert not re.match(hook["files"], "notifier/templates/__init__.py")
+    program, *args = shlex.split(hook["entry"])
+    assert (program, args[:2]) == ("python", ["-m", "notifier.templates"])
+
+    def run_hook(cwd: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    assert run_hook(ROOT).returncode == 0
+    shutil.copytree(REPO_TEMPLATES, tmp_path / "templates")
+    save(tmp_path / "templates", ORDER_SUBJECT, "BROKEN {{ order.id ")
+    broken = run_hook(tmp_path)
+    assert broken.returncode == 1
+    assert "email/order.created.subject.txt line 1: syntax error" in broken.stderr
