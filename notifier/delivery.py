@@ -14,6 +14,7 @@ render, so a held row has had no effect yet.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ import asyncpg
 import structlog
 from prometheus_client import Counter
 
+from common.errors import as_dependency_failure
 from common.logging import bind_trace_id
 from notifier import repository
 from notifier.channels import Outgoing, PermanentFailure, Sender, TransientFailure
@@ -97,16 +99,39 @@ async def deliver(deps: DeliveryDeps, notification_id: str, *, replay: bool = Fa
         bound.warning("notification_send_deferred", error=exc.detail)
         raise
 
-    async with deps.pool.acquire() as conn:
-        current = await repository.finish_attempt(
-            conn, row, outcome="sent", provider_message_id=provider_message_id
-        )
+    current = await _record_sent(deps, row, provider_message_id, bound)
     DELIVERIES.labels(channel, "sent").inc()
     if not current:
         # Our lease ran out mid-send and another attempt took the row: both may have sent.
         bound.warning("notification_sent_after_lease_expired")
     bound.info("notification_sent", provider_message_id=provider_message_id)
     return "sent"
+
+
+async def _record_sent(
+    deps: DeliveryDeps, row: asyncpg.Record, provider_message_id: str | None, bound: structlog.BoundLogger
+) -> bool:
+    """Record a send that happened; while PostgreSQL is away keep trying, within the lease.
+
+    The message is out: giving up here would leave the row ``sending`` until its lease ran out,
+    and the next attempt would send it a second time (found by the fault suite, issue 12).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deps.lease_s * 0.8
+    delay = 0.2
+    while True:
+        try:
+            async with deps.pool.acquire() as conn:
+                recorded: bool = await repository.finish_attempt(
+                    conn, row, outcome="sent", provider_message_id=provider_message_id
+                )
+                return recorded
+        except Exception as exc:
+            if as_dependency_failure(exc) is None or loop.time() + delay > deadline:
+                raise
+            bound.warning("notification_sent_not_recorded_yet", error=str(exc)[:200], retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def _claim(deps: DeliveryDeps, notification_id: str, *, replay: bool) -> asyncpg.Record | None:

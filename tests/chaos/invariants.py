@@ -13,13 +13,15 @@ For the orders the clients placed (their ``Idempotency-Key`` is in the item name
 from __future__ import annotations
 
 import asyncio
+import email.policy
 import re
 import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from pathlib import Path
 
-import aiohttp
 import asyncpg
 
 from tests.chaos.load import OrderAttempt
@@ -50,10 +52,34 @@ class Verdict:
         }
 
 
-async def mail_subjects(session: aiohttp.ClientSession, mail_url: str) -> Counter[str]:
-    async with session.get(f"{mail_url}/messages", timeout=aiohttp.ClientTimeout(total=60)) as response:
-        listing = await response.json()
-    return Counter(str(item.get("subject") or "") for item in listing["items"])
+class MailIndex:
+    """Subjects of the messages in the SMTP sink's Maildir, read incrementally (headers only).
+
+    The sink's HTTP listing parses every message on every call, which takes minutes for the
+    thousands of emails of a run; a Maildir file never changes once delivered, so each is read once.
+    """
+
+    def __init__(self, maildir: Path) -> None:
+        self.maildir = maildir
+        self._seen: dict[str, str] = {}
+
+    def subjects(self) -> Counter[str]:
+        parser = BytesHeaderParser(policy=email.policy.default)
+        for folder in ("new", "cur"):
+            directory = self.maildir / folder
+            if not directory.is_dir():
+                continue
+            for path in directory.iterdir():
+                key = path.name.split(":", 1)[0]  # the flags suffix may change, the key does not
+                if key in self._seen:
+                    continue
+                try:
+                    with path.open("rb") as handle:
+                        headers = parser.parse(handle)
+                except OSError:
+                    continue  # moved from new/ to cur/ meanwhile: found on the next pass
+                self._seen[key] = str(headers.get("Subject", ""))
+        return Counter(self._seen.values())
 
 
 def mails_per_order(subjects: Counter[str]) -> tuple[Counter[str], Counter[str]]:
@@ -105,8 +131,7 @@ async def check(
     orders: list[OrderAttempt],
     *,
     orders_dsn: str,
-    mail_url: str,
-    session: aiohttp.ClientSession,
+    mail: MailIndex,
     wait_s: float,
 ) -> tuple[Verdict, float]:
     """Wait up to ``wait_s`` for every accepted order to complete; the verdict and the wait."""
@@ -116,7 +141,7 @@ async def check(
     try:
         while True:
             rows = await conn.fetch(ORDERS_OF_RUN_SQL, names)
-            received, confirmed = mails_per_order(await mail_subjects(session, mail_url))
+            received, confirmed = mails_per_order(await asyncio.to_thread(mail.subjects))
             verdict = judge(orders, rows, received, confirmed)
             waited = time.monotonic() - started
             if (not verdict.lost and not verdict.stuck) or waited >= wait_s:

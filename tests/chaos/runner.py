@@ -34,7 +34,7 @@ from tests.chaos.load import LoadClient, OrderAttempt
 ENV = os.environ.get
 GATEWAY_URL = ENV("CHAOS_GATEWAY_URL", "http://127.0.0.1")
 PROXY_URL = ENV("CHAOS_PROXY_URL", "http://127.0.0.1:18999")
-MAIL_URL = ENV("CHAOS_MAIL_URL", "http://127.0.0.1:8025")
+MAILDIR = Path(ENV("CHAOS_MAILDIR", str(Path(__file__).resolve().parents[2] / "var" / "mail")))
 MANAGEMENT_URL = ENV("CHAOS_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
 DIRECT_AMQP_URL = ENV("CHAOS_DIRECT_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 NEGATIVE_AMQP_URL = ENV("CHAOS_NEGATIVE_AMQP_URL", "amqp://guest:guest@127.0.0.1:15674/")
@@ -129,7 +129,7 @@ async def run_phase(fault: Fault, ctx: Context, load: LoadClient, backlog: stack
 
     if await stack.wait_until(accepted_after, RECOVERY_TIMEOUT_S) is not None:
         first = min(o.accepted_at for o in load.stats.orders if o.accepted_at and o.started >= healed)
-        result.recovered_s = max(0.0, first - injected)
+        result.recovered_s = max(0.0, first - healed)
     base_outbox, base_queue = backlog.peak(start, injected)
 
     async def drained() -> bool:
@@ -236,6 +236,7 @@ async def main_async(args: argparse.Namespace) -> int:
     ]
     async with aiohttp.ClientSession() as session, LoadClient(GATEWAY_URL, concurrency=args.clients) as load:
         ctx = Context(session, PROXY_URL, DIRECT_AMQP_URL, PORTS)
+        mail = invariants.MailIndex(MAILDIR)
         async with session.post(f"{PROXY_URL}/heal") as healed:
             healed.raise_for_status()
         if await stack.wait_until(lambda: all_ready(session), 60) is None:
@@ -262,7 +263,7 @@ async def main_async(args: argparse.Namespace) -> int:
         await load_task  # every order in flight finishes its retries (at most the 60 s budget)
         positive_orders = list(load.stats.orders)
         verdict, waited = await invariants.check(
-            positive_orders, orders_dsn=ORDERS_DSN, mail_url=MAIL_URL, session=session, wait_s=180
+            positive_orders, orders_dsn=ORDERS_DSN, mail=mail, wait_s=180
         )
         for phase in phases:
             _judge_phase(phase, positive_orders, verdict)
@@ -274,7 +275,7 @@ async def main_async(args: argparse.Namespace) -> int:
             control = await negative_control(ctx, load)
             control_orders = [o for o in load.stats.orders if o.started >= control.start]
             control_verdict, _ = await invariants.check(
-                control_orders, orders_dsn=ORDERS_DSN, mail_url=MAIL_URL, session=session, wait_s=40
+                control_orders, orders_dsn=ORDERS_DSN, mail=mail, wait_s=40
             )
             _judge_phase(control, control_orders, control_verdict)
         sampler.cancel()
