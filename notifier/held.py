@@ -69,11 +69,11 @@ class TemplateWatcher:
 
     async def tick(self) -> int:
         """One round: reload, then release if due; the number of rows released."""
-        self.renderer.reload()
         now = time.monotonic()
+        sweep = now - self._last_sweep >= self.sweep_interval_s
+        self.renderer.reload(reread=sweep)
         fingerprint = self.renderer.fingerprint
-        due = fingerprint != self._released_for or now - self._last_sweep >= self.sweep_interval_s
-        if not due:
+        if fingerprint == self._released_for and not sweep:
             return 0
         self._last_sweep = now
         released = await self.release() if self.renderer.ok else 0

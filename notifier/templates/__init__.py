@@ -111,6 +111,7 @@ class TemplateRenderer:
         self.folder = folder
         self._scanned = scan(folder)
         self._current = TemplateSet.load(folder)
+        self._rejected: str | None = None  # fingerprint of the version last rejected
         self._problems = tuple(self._current.check())
         reload_metrics().reloads.labels("loaded" if not self._problems else "loaded_with_problems").inc()
         self._record(loaded=True)
@@ -132,17 +133,24 @@ class TemplateRenderer:
     def problems(self) -> tuple[TemplateProblem, ...]:
         return self._problems
 
-    def reload(self) -> ReloadResult:
-        """Look at the folder; load it if it changed and every template renders with its sample."""
+    def reload(self, *, reread: bool = False) -> ReloadResult:
+        """Look at the folder; load it if it changed and every template renders with its sample.
+
+        A change is seen by name, mtime and size; ``reread`` compares the contents as well (two
+        saves of the same size within the file system's mtime granularity look alike).
+        """
         scanned = scan(self.folder)
-        if scanned == self._scanned:
+        if scanned == self._scanned and not reread:
             return ReloadResult(changed=False, loaded=False, problems=self._problems)
         self._scanned = scanned
         candidate = TemplateSet.load(self.folder)
         if candidate.fingerprint == self._current.fingerprint and not self._problems:
             return ReloadResult(changed=False, loaded=False, problems=())  # touched, not changed
+        if candidate.fingerprint == self._rejected:
+            return ReloadResult(changed=False, loaded=False, problems=self._problems)  # said already
         problems = tuple(candidate.check())
         self._problems = problems
+        self._rejected = candidate.fingerprint if problems else None
         if problems:
             reload_metrics().reloads.labels("rejected").inc()
             first = problems[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -251,3 +252,29 @@ def test_the_pre_commit_hook_runs_the_check_on_template_changes(tmp_path: Path) 
     broken = run_hook(tmp_path)
     assert broken.returncode == 1
     assert "email/order.created.subject.txt line 1: syntax error" in broken.stderr
+
+
+def test_a_reread_sees_a_change_that_kept_size_and_mtime(templates_dir: Path) -> None:
+    renderer = TemplateRenderer(templates_dir)
+    path = templates_dir / ORDER_SUBJECT
+    stat = path.stat()
+    path.write_text("X" + path.read_text()[1:])  # same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # saved within one mtime tick
+
+    assert not renderer.reload().changed
+    assert renderer.reload(reread=True).loaded
+    context = renderer.sample_context("order.created")
+    assert renderer.render("order.created", "email", context).parts["subject"].startswith("X")
+
+
+def test_a_rejected_version_is_reported_once_however_often_it_is_reread(templates_dir: Path) -> None:
+    renderer = TemplateRenderer(templates_dir)
+    save(templates_dir, ORDER_SUBJECT, "BROKEN {{ order.id ")
+    assert renderer.reload().changed
+
+    with capture_logs() as logs:
+        again = renderer.reload(reread=True)
+
+    assert (again.changed, again.loaded, len(again.problems)) == (False, False, 1)
+    assert logs == []
+    assert not renderer.ok
