@@ -1,15 +1,6 @@
-"""Dramatiq workers: ``dramatiq workers`` (or ``python -m workers``, which also prepares metrics).
+"""Dramatiq workers: ``python -m workers`` (metrics prepared, then ``dramatiq workers.app``).
 
-Importing this package builds the RabbitMQ broker from the environment and declares the actors
-on it — Dramatiq's CLI finds the broker that way. The settings are read once, in
-``setup_broker()``; nothing else happens at import (no connection is opened until a worker
-starts or a message is sent).
+Importing the package builds nothing: ``workers.app`` builds the broker and declares the actors
+(Dramatiq's command line loads it), while the tools (``python -m workers.dlq``,
+``python -m workers.queues``) need only the RabbitMQ settings.
 """
-
-from workers.broker import setup_broker
-
-BROKER = setup_broker()
-
-from workers import actors  # noqa: E402 - the actors bind to the broker built just above
-
-__all__ = ["BROKER", "actors"]

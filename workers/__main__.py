@@ -1,11 +1,11 @@
-"""``python -m workers [dramatiq options]``: run ``dramatiq workers`` ready for metrics.
+"""``python -m workers [dramatiq options]``: run ``dramatiq workers.app`` ready for metrics.
 
 Dramatiq's Prometheus middleware shares metrics between its processes through files in
 ``PROMETHEUS_MULTIPROC_DIR``, and prometheus_client decides at import whether to use them. So
 the variable must be set, and the directory emptied of a previous run's files (they would be
 summed into this run's counters), before dramatiq starts — which is what this wrapper does,
 then it replaces itself (same pid, for the supervisor) with a fresh interpreter that imports with
-that environment and runs Dramatiq's command line in-process (``dramatiq workers …``) with our
+that environment and runs Dramatiq's command line in-process (``dramatiq workers.app …``) with our
 ECS logging, so the master's own lines are JSON with ``service.name`` like its workers'. Metrics
 are served on ``WORKERS_METRICS_PORT`` (default 9191) at ``HTTP_HOST``.
 
@@ -53,7 +53,7 @@ def run_dramatiq(settings: WorkerSettings, args: list[str]) -> int:
 
     # Dramatiq's own logging setup would replace ours with its text format.
     configure_logging("workers", settings.log_level, settings.log_format)
-    parsed = make_argument_parser().parse_args(["workers", *args, "--skip-logging"])  # type: ignore[no-untyped-call]
+    parsed = make_argument_parser().parse_args(["workers.app", *args, "--skip-logging"])  # type: ignore[no-untyped-call]
     return int(dramatiq_main(parsed) or 0)  # type: ignore[no-untyped-call]
 
 

@@ -21,6 +21,7 @@ from notifier.channels import TransientFailure
 from notifier.delivery import NotificationBusy, NotificationDead
 from notifier.fanout import InvalidEvent, fan_out
 from order_api.processing import process_order_created
+from workers import app as _app  # noqa: F401 - builds the broker these actors bind to
 from workers.broker import REPLAYS_OPTION, DeliveryBusy
 from workers.resources import resources
 

@@ -102,7 +102,7 @@ def build_broker(settings: WorkerSettings) -> QuorumRabbitmqBroker:
 def setup_broker() -> QuorumRabbitmqBroker:
     """Read the settings once, build the broker and make it Dramatiq's global one.
 
-    Called when ``workers`` is imported (``dramatiq workers``), before the actors are declared:
+    Called when ``workers.app`` is imported (``dramatiq workers.app``), before the actors are declared:
     ``@dramatiq.actor`` binds each actor to the global broker at import time.
     """
     settings = load_settings(WorkerSettings)

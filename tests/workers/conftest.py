@@ -16,7 +16,6 @@ import pytest
 from dramatiq import Worker
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-import workers
 from common.migrations import migrate_dsn
 from order_api.app import MIGRATIONS as ORDER_MIGRATIONS
 from tests.conftest import pg_dsn
@@ -25,6 +24,7 @@ from tests.notifier import conftest as notifier_fixtures
 from tests.notifier.conftest import PROVIDER_TOKEN, REPO_TEMPLATES, FakeProvider
 from tests.notifier.helpers import SmtpServer
 from workers.actors import ACTORS
+from workers.app import BROKER
 from workers.broker import bind_actors, build_broker
 from workers.dlq import DeadLetterQueues
 from workers.settings import WorkerSettings
@@ -124,7 +124,7 @@ async def start_worker(worker_env: dict[str, str]) -> AsyncIterator[StartWorker]
     for worker, broker in running:
         await asyncio.to_thread(worker.stop, 10_000)
         broker.close()
-    bind_actors(workers.BROKER, ACTORS)
+    bind_actors(BROKER, ACTORS)
 
 
 class WorkerProcess:
