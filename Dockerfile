@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # One image for every Python process of the system; the command picks which one runs:
 #   python -m user_api serve | python -m order_api serve | python -m notifier serve
-#   dramatiq workers | python -m notifier.fake_provider | python -m gateway_conf.render ...
+#   python -m workers | python -m notifier.fake_provider | python -m gateway_conf.render ...
 # Build: scripts/build.sh (or docker compose build). See docs/deployment.md.
 
 # Pinned by digest (Renovate moves the tag and the digest together; renovate.json). The digest is
