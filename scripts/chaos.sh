@@ -26,16 +26,21 @@ AMQP_NEGATIVE_PORT="${CHAOS_AMQP_NEGATIVE_PORT:-$(free_port)}"
 REDIS_PROXY_PORT="${CHAOS_REDIS_PORT:-$(free_port)}"
 USER1_PROXY_PORT="${CHAOS_USER_API_1_PORT:-$(free_port)}"
 USER2_PROXY_PORT="${CHAOS_USER_API_2_PORT:-$(free_port)}"
+SINK_SMTP_PORT=$(free_port) SMTP_FRONT_PORT=$(free_port) SMTP_CONTROL_PORT=$(free_port)
+export CHAOS_MAILDIR="$ROOT/var/chaos/mail"
 REPORT="${CHAOS_REPORT:-$ROOT/var/chaos/report.md}"
 mkdir -p "$LOG_DIR" "$(dirname "$REPORT")"
 
-proxy_pid=""
+proxy_pid="" sink_pid="" front_pid=""
 cleanup() {
   "$ROOT/scripts/deploy.sh" stop >/dev/null 2>&1 || warn "deploy.sh stop failed"
-  if [ -n "$proxy_pid" ] && kill -0 "$proxy_pid" 2>/dev/null; then
-    kill "$proxy_pid" 2>/dev/null || true
-    wait "$proxy_pid" 2>/dev/null || true
-  fi
+  local pid
+  for pid in "$proxy_pid" "$front_pid" "$sink_pid"; do
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      kill "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
 }
 trap cleanup EXIT
 
@@ -57,6 +62,22 @@ export CHAOS_DIRECT_AMQP_URL="amqp://guest:guest@${RABBITMQ_HOST:-127.0.0.1}:${R
 export CHAOS_NEGATIVE_AMQP_URL="amqp://guest:guest@127.0.0.1:$AMQP_NEGATIVE_PORT/"
 export CHAOS_PROXY_URL="http://127.0.0.1:$CONTROL_PORT"
 
+step "stopping a stack that may be running"
+"$ROOT/scripts/deploy.sh" stop >>"$LOG_DIR/chaos-deploy.log" 2>&1 || true
+
+step "the suite's SMTP sink (:${SMTP_SINK_HTTP_PORT:-8025}, $CHAOS_MAILDIR) behind its SMTP front (451/550 on demand)"
+rm -rf "$CHAOS_MAILDIR"
+mkdir -p "$CHAOS_MAILDIR"
+"$PY" -m notifier.smtp_sink --port "$SINK_SMTP_PORT" --http-port "${SMTP_SINK_HTTP_PORT:-8025}" \
+  --maildir "$CHAOS_MAILDIR" >>"$LOG_DIR/chaos-smtp-sink.log" 2>&1 &
+sink_pid=$!
+"$PY" -m tests.chaos.smtp_front --port "$SMTP_FRONT_PORT" --upstream-port "$SINK_SMTP_PORT" \
+  --control "$SMTP_CONTROL_PORT" >>"$LOG_DIR/chaos-smtp-front.log" 2>&1 &
+front_pid=$!
+wait_port 127.0.0.1 "$SMTP_CONTROL_PORT" 15 || die "the SMTP front did not start; see $LOG_DIR/chaos-smtp-front.log"
+wait_port 127.0.0.1 "$SINK_SMTP_PORT" 15 || die "the SMTP sink did not start; see $LOG_DIR/chaos-smtp-sink.log"
+export CHAOS_SMTP_CONTROL_URL="http://127.0.0.1:$SMTP_CONTROL_PORT"
+
 step "the stack behind the fault proxy"
 # Every service reaches its dependencies through the proxy; the clients may go fast (rate limits
 # up), and registration is cheap (bcrypt cost 4: throw-away accounts).
@@ -64,6 +85,9 @@ export DB_PORT="$PG_PROXY_PORT" RABBITMQ_PORT="$AMQP_PROXY_PORT" REDIS_PORT="$RE
 export USER_SERVICE_URL="http://127.0.0.1:$USER1_PROXY_PORT,http://127.0.0.1:$USER2_PROXY_PORT"
 export GATEWAY_API_RATE=100000r/s GATEWAY_API_BURST=100000 GATEWAY_LOGIN_RATE=60000r/m GATEWAY_LOGIN_BURST=1000
 export BCRYPT_ROUNDS=4 LOGIN_MAX_ATTEMPTS_PER_IP=100000
+# The workers send through the SMTP front (deploy.sh starts no sink of its own then); retries of
+# a deferred email are capped at 30 s so a run's backlog drains in minutes.
+export SMTP_HOST=127.0.0.1 SMTP_PORT="$SMTP_FRONT_PORT" WORKER_MAX_BACKOFF_MS=30000
 "$ROOT/scripts/deploy.sh" local >>"$LOG_DIR/chaos-deploy.log" 2>&1 ||
   { tail -n 40 "$LOG_DIR/chaos-deploy.log" >&2; die "deploy.sh local failed; see $LOG_DIR/chaos-deploy.log"; }
 

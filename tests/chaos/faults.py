@@ -23,6 +23,7 @@ import aiormq
 from pamqp.commands import Basic
 
 from tests.chaos import stack
+from tests.chaos.load import REJECTED_MARK
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +34,15 @@ class Context:
     proxy_url: str
     amqp_url: str  # the shared broker, directly (the poison message)
     ports: dict[str, int]  # process name -> port it listens on
+    smtp_control_url: str = ""
     notes: list[str] = field(default_factory=list)
+
+    async def smtp(self, mode: str, reject_pattern: str = "") -> None:
+        async with self.session.put(
+            f"{self.smtp_control_url}/mode", json={"mode": mode, "reject_pattern": reject_pattern}
+        ) as response:
+            if response.status != 200:
+                raise RuntimeError(f"smtp front: {response.status} {await response.text()}")
 
     async def route(self, name: str, mode: str, **params: float) -> None:
         async with self.session.put(
@@ -59,6 +68,8 @@ class Fault:
     quick: bool = False
     # For process faults: the process that must come back (name in Context.ports, or "workers").
     returns: str | None = None
+    # Orders of accounts whose address contains this lose their emails by design in this fault.
+    mail_exempt: str | None = None
 
 
 def _signal_port(name: str, sig: signal.Signals) -> Action:
@@ -104,6 +115,13 @@ def _reset_then_ok(names: list[str]) -> Action:
         await ctx.routes(names, "reset")
         await asyncio.sleep(0.2)
         await ctx.routes(names, "ok")
+
+    return act
+
+
+def _smtp(mode: str, reject_pattern: str = "") -> Action:
+    async def act(ctx: Context) -> None:
+        await ctx.smtp(mode, reject_pattern)
 
     return act
 
@@ -284,6 +302,21 @@ def all_faults() -> list[Fault]:
             _routes(USERS, "latency", latency_ms=LATENCY_MS),
             heal(USERS, "ok"),
             8,
+        ),
+        Fault(
+            "SMTP 451 for 60 s",
+            "every message answered 451 4.3.0 (retried later)",
+            _smtp("tempfail"),
+            _smtp("ok"),
+            60,
+        ),
+        Fault(
+            "SMTP 550 for one recipient 20 s",
+            "RCPT of one account's address answered 550 5.1.1",
+            _smtp("reject", REJECTED_MARK),
+            _smtp("ok"),
+            20,
+            mail_exempt=REJECTED_MARK,
         ),
         Fault("poison message", "undecodable and contract-breaking messages on the orders queue", _poison),
         Fault("nginx reload under load", "three gateway reloads", _reload_gateway),

@@ -20,6 +20,8 @@ import aiohttp
 
 RETRYABLE = frozenset({0, 409, 429, 502, 503, 504})
 PASSWORD = "chaos suite password"
+# The first account's address contains this: the SMTP 550 fault refuses its mail only.
+REJECTED_MARK = "chaos.reject"
 
 
 @dataclass
@@ -37,6 +39,9 @@ class OrderAttempt:
     order_id: str | None = None
     gave_up: bool = False
     statuses: list[int] = field(default_factory=list)
+    email: str = ""
+    # Its emails were refused on purpose (the SMTP 550 fault): only the order itself must hold.
+    mail_exempt: bool = False
 
 
 @dataclass
@@ -124,8 +129,9 @@ class LoadClient:
 
     async def register(self, count: int) -> None:
         """Create ``count`` throw-away accounts and log each in."""
-        for _ in range(count):
-            account = Account(f"chaos.{uuid.uuid4().hex[:12]}@example.com")
+        for number in range(count):
+            prefix = REJECTED_MARK if number == 0 else "chaos"
+            account = Account(f"{prefix}.{uuid.uuid4().hex[:12]}@example.com")
             status, body = await self._with_retries(
                 "POST",
                 "/api/auth/register",
@@ -147,7 +153,7 @@ class LoadClient:
 
     async def place_order(self, account: Account) -> OrderAttempt:
         key = uuid.uuid4().hex
-        order = OrderAttempt(key, time.monotonic())
+        order = OrderAttempt(key, time.monotonic(), email=account.email)
         self.stats.orders.append(order)
         deadline = order.started + self.retry_budget_s
         attempt = 0
