@@ -46,12 +46,29 @@ rabbitmq_definitions() { # file — rabbitmqctl where this host runs the broker,
     echo rabbitmqctl
     return 0
   fi
-  if command -v curl >/dev/null && curl -fsS --max-time 30 -o "$out" \
-    -u "${RABBITMQ_USERNAME:-guest}:${RABBITMQ_PASSWORD:-guest}" "http://$host:$port/api/definitions"; then
-    echo management-api
-    return 0
+  local user="${RABBITMQ_USERNAME:-guest}" password="${RABBITMQ_PASSWORD:-guest}"
+  if command -v curl >/dev/null; then
+    curl -fsS --max-time 30 -o "$out" -u "$user:$password" "http://$host:$port/api/definitions" || return 1
+  else
+    # Images without curl (the compose backup service runs in postgres'): bash's own TCP.
+    http_get "$host" "$port" /api/definitions "$user:$password" >"$out" || return 1
   fi
-  return 1
+  [ -s "$out" ] && echo management-api
+}
+
+http_get() { # host port path user:password — the body of a 200 answer (HTTP/1.0: never chunked)
+  local status line
+  exec 3<>"/dev/tcp/$1/$2" || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: %s\r\nAuthorization: Basic %s\r\n\r\n' "$3" "$1" \
+    "$(printf '%s' "$4" | base64 -w0)" >&3
+  IFS=' ' read -r _ status _ <&3 || status=none
+  if [ "$status" != 200 ]; then
+    exec 3<&-
+    return 1
+  fi
+  while IFS= read -r line <&3 && [ -n "${line%$'\r'}" ]; do :; done
+  cat <&3
+  exec 3<&-
 }
 
 sums() { # folder [find tests] — "sha256  file" for the folder's files (not SHA256SUMS itself)

@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.k8s.manifests import APP_IMAGE, K8S, OVERLAYS, ROOT, Obj, by_kind, find, pod_specs
+from tests.k8s.manifests import APP_IMAGE, K8S, OVERLAYS, ROOT, Obj, by_kind, find, pod_specs, render
 
 KUBERNETES_VERSION = "1.30.0"
 # deploy/k8s/validate.py, a script (deploy/ is no package), loaded from its file.
@@ -186,3 +186,19 @@ def test_secret_files_are_git_ignored_and_each_has_an_example() -> None:
             assert (ROOT / f"{path}.example").is_file(), f"{path}.example is missing"
             ignored = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=ROOT, check=False)
             assert ignored.returncode == 0, f"{path} is not git-ignored"
+
+
+def test_the_requests_per_second_component_renders_and_validates(k8s_tree: Path) -> None:
+    overlay = k8s_tree / "overlays" / "production-rps"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "resources: [../production]\ncomponents: [../../components/requests-per-second]\n"
+    )
+    objects = render(k8s_tree, "production-rps")
+    assert validate.problems(objects, KUBERNETES_VERSION) == []
+    for name in ("user-api", "order-api", "notifier"):
+        metrics = find(objects, "HorizontalPodAutoscaler", name)["spec"]["metrics"]
+        assert [m["type"] for m in metrics] == ["Resource", "Pods"], name
+    assert [m["type"] for m in find(objects, "HorizontalPodAutoscaler", "gateway")["spec"]["metrics"]] == [
+        "Resource"
+    ]
