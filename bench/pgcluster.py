@@ -31,9 +31,10 @@ SERVER_SETTINGS = {
     "log_destination": "csvlog",
     "log_directory": "log",
     "log_filename": "postgresql.log",
-    "log_min_duration_statement": "-1",
     "log_parameter_max_length": "-1",
 }
+# log_min_duration_statement stays out of the command line: a -c option outranks ALTER SYSTEM,
+# and the capture window turns it on with ALTER SYSTEM and a reload.
 
 
 def bin_dir() -> Path:
