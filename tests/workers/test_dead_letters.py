@@ -247,3 +247,22 @@ def test_the_traceback_keeps_the_last_frames_and_the_error_within_the_cap() -> N
     assert text.rstrip().endswith("y" * 100)  # the error itself survives the cap
     # Each exception of the chain shows at most its last TRACEBACK_FRAMES frames.
     assert text.count("in _recurse") <= TRACEBACK_FRAMES
+
+
+async def test_a_message_for_an_actor_that_no_longer_exists_says_so(
+    start_worker: StartWorker, dead_letters: DeadLetterQueues
+) -> None:
+    broker = await start_worker()
+    body = {**dramatiq_message(malformed_order_created(), PROCESS_ORDER), "actor_name": "orders.retired"}
+
+    await publish(broker, body)
+
+    letter = await one_dead_letter(dead_letters)
+    record = letter.record
+    assert record is not None
+    assert (record["reason"], record["type"], record["actor"]) == (
+        "actor_not_found",
+        "dramatiq.errors.ActorNotFound",
+        "orders.retired",
+    )
+    assert letter.queue == "orders.XQ"
