@@ -116,7 +116,8 @@ async def test_a_classic_queue_of_an_older_version_is_refused_with_the_migration
         publisher = ConfirmingPublisher(url)
         await publisher.connect()
         try:
-            with pytest.raises(AmqpUnavailable, match=r"PRECONDITION_FAILED.*python -m workers\.queues migrate"):
+            hint = r"PRECONDITION_FAILED.*python -m workers\.queues migrate"
+            with pytest.raises(AmqpUnavailable, match=hint):
                 await publisher.declare_dramatiq_queue("orders")
         finally:
             await publisher.close()
