@@ -28,12 +28,20 @@ USER1_PROXY_PORT="${CHAOS_USER_API_1_PORT:-$(free_port)}"
 USER2_PROXY_PORT="${CHAOS_USER_API_2_PORT:-$(free_port)}"
 SINK_SMTP_PORT=$(free_port) SMTP_FRONT_PORT=$(free_port) SMTP_CONTROL_PORT=$(free_port)
 export CHAOS_MAILDIR="$ROOT/var/chaos/mail"
+# The suite's own RabbitMQ node (tests/chaos/rabbit_node.py): the one the stack uses for the run,
+# so it may crash it and raise its memory alarm; the machine's RabbitMQ is left alone.
+export CHAOS_RABBIT_BASE="$ROOT/var/chaos/rabbit" CHAOS_RABBIT_NODE="${CHAOS_RABBIT_NODE:-chaos@localhost}"
+CHAOS_RABBIT_PORT=$(free_port) CHAOS_RABBIT_DIST_PORT=$(free_port) CHAOS_RABBIT_MANAGEMENT_PORT=$(free_port)
+export CHAOS_RABBIT_PORT CHAOS_RABBIT_DIST_PORT CHAOS_RABBIT_MANAGEMENT_PORT
 REPORT="${CHAOS_REPORT:-$ROOT/var/chaos/report.md}"
 mkdir -p "$LOG_DIR" "$(dirname "$REPORT")"
 
-proxy_pid="" sink_pid="" front_pid=""
+proxy_pid="" sink_pid="" front_pid="" rabbit_started=""
 cleanup() {
   "$ROOT/scripts/deploy.sh" stop >/dev/null 2>&1 || warn "deploy.sh stop failed"
+  if [ -n "$rabbit_started" ]; then
+    "$PY" -m tests.chaos.rabbit_node stop >/dev/null 2>&1 || warn "could not stop the suite's RabbitMQ node"
+  fi
   local pid
   for pid in "$proxy_pid" "$front_pid" "$sink_pid"; do
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
@@ -44,11 +52,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
+step "the suite's RabbitMQ node $CHAOS_RABBIT_NODE (:$CHAOS_RABBIT_PORT, management :$CHAOS_RABBIT_MANAGEMENT_PORT)"
+rm -rf "$CHAOS_RABBIT_BASE"
+mkdir -p "$CHAOS_RABBIT_BASE"
+rabbit_started=1
+"$PY" -m tests.chaos.rabbit_node start || die "the suite's RabbitMQ node did not start; see $CHAOS_RABBIT_BASE/log"
+
 step "fault proxy (control on 127.0.0.1:$CONTROL_PORT)"
 "$PY" -m tests.chaos.proxy --control "$CONTROL_PORT" \
   "pg=$PG_PROXY_PORT:${DB_HOST:-127.0.0.1}:${DB_PORT:-5432}" \
-  "amqp=$AMQP_PROXY_PORT:${RABBITMQ_HOST:-127.0.0.1}:${RABBITMQ_PORT:-5672}" \
-  "amqp_negative=$AMQP_NEGATIVE_PORT:${RABBITMQ_HOST:-127.0.0.1}:${RABBITMQ_PORT:-5672}" \
+  "amqp=$AMQP_PROXY_PORT:127.0.0.1:$CHAOS_RABBIT_PORT" \
+  "amqp_negative=$AMQP_NEGATIVE_PORT:127.0.0.1:$CHAOS_RABBIT_PORT" \
   "redis=$REDIS_PROXY_PORT:${REDIS_HOST:-127.0.0.1}:${REDIS_PORT:-6379}" \
   "user_api_1=$USER1_PROXY_PORT:127.0.0.1:${USER_API_PORT:-8081}" \
   "user_api_2=$USER2_PROXY_PORT:127.0.0.1:${USER_API_PORT_2:-8091}" \
@@ -58,7 +72,8 @@ wait_port 127.0.0.1 "$CONTROL_PORT" 15 || die "the fault proxy did not start; se
 
 # The direct addresses, for the suite's own measurements (never through the proxy).
 export CHAOS_ORDERS_DSN="postgresql://${DB_USERNAME:-postgres}@${DB_HOST:-127.0.0.1}:${DB_PORT:-5432}/${ORDER_DB_NAME:-orders}"
-export CHAOS_DIRECT_AMQP_URL="amqp://guest:guest@${RABBITMQ_HOST:-127.0.0.1}:${RABBITMQ_PORT:-5672}/"
+export CHAOS_DIRECT_AMQP_URL="amqp://guest:guest@127.0.0.1:$CHAOS_RABBIT_PORT/"
+export CHAOS_RABBITMQ_MANAGEMENT_URL="http://guest:guest@127.0.0.1:$CHAOS_RABBIT_MANAGEMENT_PORT"
 export CHAOS_NEGATIVE_AMQP_URL="amqp://guest:guest@127.0.0.1:$AMQP_NEGATIVE_PORT/"
 export CHAOS_PROXY_URL="http://127.0.0.1:$CONTROL_PORT"
 
@@ -79,9 +94,10 @@ wait_port 127.0.0.1 "$SINK_SMTP_PORT" 15 || die "the SMTP sink did not start; se
 export CHAOS_SMTP_CONTROL_URL="http://127.0.0.1:$SMTP_CONTROL_PORT"
 
 step "the stack behind the fault proxy"
-# Every service reaches its dependencies through the proxy; the clients may go fast (rate limits
+# Every service reaches its dependencies through the proxy (RabbitMQ: the suite's own node); the clients may go fast (rate limits
 # up), and registration is cheap (bcrypt cost 4: throw-away accounts).
 export DB_PORT="$PG_PROXY_PORT" RABBITMQ_PORT="$AMQP_PROXY_PORT" REDIS_PORT="$REDIS_PROXY_PORT"
+export RABBITMQ_HOST=127.0.0.1 RABBITMQ_USERNAME=guest RABBITMQ_PASSWORD=guest RABBITMQ_VHOST=/
 export USER_SERVICE_URL="http://127.0.0.1:$USER1_PROXY_PORT,http://127.0.0.1:$USER2_PROXY_PORT"
 export GATEWAY_API_RATE=100000r/s GATEWAY_API_BURST=100000 GATEWAY_LOGIN_RATE=60000r/m GATEWAY_LOGIN_BURST=1000
 export BCRYPT_ROUNDS=4 LOGIN_MAX_ATTEMPTS_PER_IP=100000

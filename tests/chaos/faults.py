@@ -24,6 +24,7 @@ from pamqp.commands import Basic
 
 from tests.chaos import stack
 from tests.chaos.load import REJECTED_MARK
+from tests.chaos.rabbit_node import OwnRabbit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -166,6 +167,44 @@ USERS = ["user_api_1", "user_api_2"]
 LATENCY_MS = (
     2000.0  # above every client timeout: Redis 1 s, user validation 1 s, pool acquire 5 s per round trip
 )
+
+
+def _own_rabbit(action: str) -> Action:
+    async def act(ctx: Context) -> None:
+        node = OwnRabbit.from_env()
+        if action == "crash":
+            ctx.notes.append(f"SIGKILL to the suite's RabbitMQ node (pid {node.crash()})")
+        elif action == "start":
+            await asyncio.to_thread(node.start)
+            ctx.notes.append("the suite's RabbitMQ node started again")
+        else:
+            await asyncio.to_thread(node.memory_alarm, action == "alarm-on")
+
+    return act
+
+
+def _crash_then_restart(ctx: Context) -> Awaitable[None]:
+    return _own_rabbit("start")(ctx)
+
+
+def own_rabbit_faults() -> list[Fault]:
+    """Faults that need the suite's own RabbitMQ node (scripts/chaos.sh starts one)."""
+    return [
+        Fault(
+            "RabbitMQ memory alarm 20 s",
+            "vm_memory_high_watermark 10 MB on the suite's node: publishers blocked",
+            _own_rabbit("alarm-on"),
+            _own_rabbit("alarm-off"),
+            20,
+        ),
+        Fault(
+            "RabbitMQ crash (kill -9), restarted",
+            "SIGKILL of the suite's node, started again after 3 s",
+            _own_rabbit("crash"),
+            _crash_then_restart,
+            3,
+        ),
+    ]
 
 
 def all_faults() -> list[Fault]:
@@ -321,6 +360,8 @@ def all_faults() -> list[Fault]:
         Fault("poison message", "undecodable and contract-breaking messages on the orders queue", _poison),
         Fault("nginx reload under load", "three gateway reloads", _reload_gateway),
     ]
+    if os.environ.get("CHAOS_RABBIT_BASE"):
+        faults[14:14] = own_rabbit_faults()
     return faults
 
 
