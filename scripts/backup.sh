@@ -14,7 +14,8 @@
 # Variables (the environment wins over .env): DB_HOST DB_PORT DB_USERNAME DB_PASSWORD,
 # the three *_DB_NAME, BACKUP_DIR (var/backups), BACKUP_RETENTION_DAYS (7), RABBITMQ_HOST,
 # RABBITMQ_USERNAME, RABBITMQ_PASSWORD, RABBITMQ_MANAGEMENT_PORT (15672), BACKUP_RABBITMQ
-# (auto | required | off), PGBACKREST_STANZA, PGBACKREST_TYPE (incr).
+# (auto | required | off), PGBACKREST_STANZA, PGBACKREST_TYPE (incr), PGBACKREST_USER (postgres;
+# pgBackRest's own settings, e.g. PGBACKREST_CONFIG, come from its configuration or environment).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -132,8 +133,15 @@ main() {
 
   if [ -n "${PGBACKREST_STANZA:-}" ]; then
     step "pgBackRest ($PGBACKREST_STANZA, ${PGBACKREST_TYPE:-incr})"
-    pgbackrest --stanza="$PGBACKREST_STANZA" --type="${PGBACKREST_TYPE:-incr}" backup || die "pgbackrest backup failed"
-    pgbackrest --stanza="$PGBACKREST_STANZA" --output=json info >"$partial/pgbackrest-info.json"
+    # pgBackRest runs as the cluster's owner (its repository and the archive_command's files are
+    # that user's); as root, through runuser.
+    local as_owner=()
+    if [ "$(id -u)" -eq 0 ] && id "${PGBACKREST_USER:-postgres}" >/dev/null 2>&1; then
+      as_owner=(runuser -u "${PGBACKREST_USER:-postgres}" --)
+    fi
+    "${as_owner[@]}" pgbackrest --stanza="$PGBACKREST_STANZA" --type="${PGBACKREST_TYPE:-incr}" backup ||
+      die "pgbackrest backup failed"
+    "${as_owner[@]}" pgbackrest --stanza="$PGBACKREST_STANZA" --output=json info >"$partial/pgbackrest-info.json"
     printf 'pgbackrest\t%s\tpgbackrest-info.json\n' "$PGBACKREST_STANZA" >>"$partial/manifest.tsv"
   fi
 
