@@ -9,8 +9,9 @@
 #   ./scripts/chaos.sh --only "RabbitMQ black hole 15 s" …   named faults (tests/chaos/faults.py)
 # It (re)starts the stack with ./scripts/deploy.sh local and stops it at the end. Like deploy.sh
 # it takes the machine's fixed ports: run it under the stack lock where others share the host.
-# Faults go only into what the suite owns (its proxy, processes it signals by pid); the
-# machine's PostgreSQL, Redis and RabbitMQ are never stopped. Report: var/chaos/report.md.
+# Faults go only into what the suite owns: its proxy, its own RabbitMQ node and PostgreSQL
+# cluster on free ports (which the stack uses for the run), its SMTP front, processes it signals
+# by pid. The machine's PostgreSQL, Redis and RabbitMQ are never stopped. Report: var/chaos/report.md.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -33,12 +34,20 @@ export CHAOS_MAILDIR="$ROOT/var/chaos/mail"
 export CHAOS_RABBIT_BASE="$ROOT/var/chaos/rabbit" CHAOS_RABBIT_NODE="${CHAOS_RABBIT_NODE:-chaos@localhost}"
 CHAOS_RABBIT_PORT=$(free_port) CHAOS_RABBIT_DIST_PORT=$(free_port) CHAOS_RABBIT_MANAGEMENT_PORT=$(free_port)
 export CHAOS_RABBIT_PORT CHAOS_RABBIT_DIST_PORT CHAOS_RABBIT_MANAGEMENT_PORT
+# And its own PostgreSQL cluster (tests/chaos/pg_cluster.py, run as the postgres system user, so
+# its data lives under /tmp): the stack's databases for the run, so a real server crash is possible.
+CHAOS_PG_PORT=$(free_port)
+export CHAOS_PG_BASE="${TMPDIR:-/tmp}/chaos-pg.$$" CHAOS_PG_PORT
 REPORT="${CHAOS_REPORT:-$ROOT/var/chaos/report.md}"
 mkdir -p "$LOG_DIR" "$(dirname "$REPORT")"
 
-proxy_pid="" sink_pid="" front_pid="" rabbit_started=""
+proxy_pid="" sink_pid="" front_pid="" rabbit_started="" pg_started=""
 cleanup() {
   "$ROOT/scripts/deploy.sh" stop >/dev/null 2>&1 || warn "deploy.sh stop failed"
+  if [ -n "$pg_started" ]; then
+    "$PY" -m tests.chaos.pg_cluster stop >/dev/null 2>&1 || warn "could not stop the suite's PostgreSQL"
+    rm -rf "$CHAOS_PG_BASE"
+  fi
   if [ -n "$rabbit_started" ]; then
     "$PY" -m tests.chaos.rabbit_node stop >/dev/null 2>&1 || warn "could not stop the suite's RabbitMQ node"
   fi
@@ -58,9 +67,13 @@ mkdir -p "$CHAOS_RABBIT_BASE"
 rabbit_started=1
 "$PY" -m tests.chaos.rabbit_node start || die "the suite's RabbitMQ node did not start; see $CHAOS_RABBIT_BASE/log"
 
+step "the suite's PostgreSQL cluster (:$CHAOS_PG_PORT, $CHAOS_PG_BASE)"
+pg_started=1
+"$PY" -m tests.chaos.pg_cluster start || die "the suite's PostgreSQL did not start; see $CHAOS_PG_BASE/server.log"
+
 step "fault proxy (control on 127.0.0.1:$CONTROL_PORT)"
 "$PY" -m tests.chaos.proxy --control "$CONTROL_PORT" \
-  "pg=$PG_PROXY_PORT:${DB_HOST:-127.0.0.1}:${DB_PORT:-5432}" \
+  "pg=$PG_PROXY_PORT:127.0.0.1:$CHAOS_PG_PORT" \
   "amqp=$AMQP_PROXY_PORT:127.0.0.1:$CHAOS_RABBIT_PORT" \
   "amqp_negative=$AMQP_NEGATIVE_PORT:127.0.0.1:$CHAOS_RABBIT_PORT" \
   "redis=$REDIS_PROXY_PORT:${REDIS_HOST:-127.0.0.1}:${REDIS_PORT:-6379}" \
@@ -71,7 +84,7 @@ proxy_pid=$!
 wait_port 127.0.0.1 "$CONTROL_PORT" 15 || die "the fault proxy did not start; see $LOG_DIR/chaos-proxy.log"
 
 # The direct addresses, for the suite's own measurements (never through the proxy).
-export CHAOS_ORDERS_DSN="postgresql://${DB_USERNAME:-postgres}@${DB_HOST:-127.0.0.1}:${DB_PORT:-5432}/${ORDER_DB_NAME:-orders}"
+export CHAOS_ORDERS_DSN="postgresql://postgres@127.0.0.1:$CHAOS_PG_PORT/${ORDER_DB_NAME:-orders}"
 export CHAOS_DIRECT_AMQP_URL="amqp://guest:guest@127.0.0.1:$CHAOS_RABBIT_PORT/"
 export CHAOS_RABBITMQ_MANAGEMENT_URL="http://guest:guest@127.0.0.1:$CHAOS_RABBIT_MANAGEMENT_PORT"
 export CHAOS_NEGATIVE_AMQP_URL="amqp://guest:guest@127.0.0.1:$AMQP_NEGATIVE_PORT/"
@@ -96,6 +109,7 @@ export CHAOS_SMTP_CONTROL_URL="http://127.0.0.1:$SMTP_CONTROL_PORT"
 step "the stack behind the fault proxy"
 # Every service reaches its dependencies through the proxy (RabbitMQ: the suite's own node); the clients may go fast (rate limits
 # up), and registration is cheap (bcrypt cost 4: throw-away accounts).
+export DB_HOST=127.0.0.1 DB_USERNAME=postgres DB_PASSWORD="" DB_SSLMODE=disable
 export DB_PORT="$PG_PROXY_PORT" RABBITMQ_PORT="$AMQP_PROXY_PORT" REDIS_PORT="$REDIS_PROXY_PORT"
 export RABBITMQ_HOST=127.0.0.1 RABBITMQ_USERNAME=guest RABBITMQ_PASSWORD=guest RABBITMQ_VHOST=/
 export USER_SERVICE_URL="http://127.0.0.1:$USER1_PROXY_PORT,http://127.0.0.1:$USER2_PROXY_PORT"

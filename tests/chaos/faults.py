@@ -24,6 +24,7 @@ from pamqp.commands import Basic
 
 from tests.chaos import stack
 from tests.chaos.load import REJECTED_MARK
+from tests.chaos.pg_cluster import OwnPostgres
 from tests.chaos.rabbit_node import OwnRabbit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,6 +186,32 @@ def _own_rabbit(action: str) -> Action:
 
 def _crash_then_restart(ctx: Context) -> Awaitable[None]:
     return _own_rabbit("start")(ctx)
+
+
+def _own_postgres(action: str) -> Action:
+    async def act(ctx: Context) -> None:
+        cluster = OwnPostgres.from_env()
+        if action == "crash":
+            ctx.notes.append(
+                f"SIGKILL to the suite's PostgreSQL (postmaster {await asyncio.to_thread(cluster.crash)})"
+            )
+        else:
+            await asyncio.to_thread(cluster.start)
+            ctx.notes.append("the suite's PostgreSQL started again (crash recovery)")
+
+    return act
+
+
+def own_postgres_faults() -> list[Fault]:
+    return [
+        Fault(
+            "PostgreSQL crash (kill -9), restarted",
+            "SIGKILL of every process of the suite's cluster, started again after 3 s",
+            _own_postgres("crash"),
+            _own_postgres("start"),
+            3,
+        ),
+    ]
 
 
 def own_rabbit_faults() -> list[Fault]:
@@ -362,6 +389,8 @@ def all_faults() -> list[Fault]:
     ]
     if os.environ.get("CHAOS_RABBIT_BASE"):
         faults[14:14] = own_rabbit_faults()
+    if os.environ.get("CHAOS_PG_BASE"):
+        faults[10:10] = own_postgres_faults()
     return faults
 
 
