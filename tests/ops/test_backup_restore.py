@@ -8,6 +8,8 @@ a login through user_api, an order read through order_api, a new order processed
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import os
 import shutil
@@ -21,6 +23,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from common.db import PG_POOL
@@ -40,6 +43,30 @@ from user_api.settings import Settings as UserSettings
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "a long enough password"
 ROLES = ("user", "order", "notification")
+# What postgres:16-bookworm (compose's backup service) has that backup.sh and lib.sh use.
+TOOLS_OF_THE_POSTGRES_IMAGE = (
+    "bash",
+    "psql",
+    "pg_dump",
+    "pg_restore",
+    "awk",
+    "base64",
+    "basename",
+    "cat",
+    "date",
+    "dirname",
+    "find",
+    "grep",
+    "id",
+    "mkdir",
+    "mv",
+    "rm",
+    "sha256sum",
+    "sort",
+    "stat",
+    "tail",
+    "xargs",
+)
 ORDER_CREATED_EVENT_SQL = """
 SELECT payload FROM outbox_events
 WHERE event_type = 'order.created' AND payload->'data'->'order'->>'id' = $1
@@ -323,3 +350,47 @@ async def test_backups_past_the_retention_are_pruned_but_never_the_newest(
     assert "20200101T000000Z" not in left
     assert "20200102T000000Z" in left
     assert len(left) == 2
+
+
+async def test_backup_with_only_the_postgres_image_tools_reads_the_management_api(
+    names: dict[str, str], tmp_path: Path, aiohttp_server: Any
+) -> None:
+    """compose's backup service runs in the postgres image: bash, the PostgreSQL client and
+    coreutils, no curl and no rabbitmqctl. The definitions then come over bash's own TCP from the
+    management API (here a stand-in that checks the credentials, on a port of its own)."""
+    definitions = {"rabbit_version": "3.13.7", "vhosts": [{"name": "/"}], "queues": [{"name": "orders"}]}
+    seen: list[str] = []
+
+    async def api(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        if request.headers.get("Authorization") != "Basic " + base64.b64encode(b"backup:s3cret").decode():
+            return web.json_response({"error": "not_authorised"}, status=401)
+        return web.json_response(definitions)
+
+    app = web.Application()
+    app.router.add_get("/api/definitions", api)
+    server = await aiohttp_server(app)
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in TOOLS_OF_THE_POSTGRES_IMAGE:
+        found = shutil.which(tool)
+        assert found, tool
+        (tools / tool).symlink_to(found)
+    env = script_env(names, tmp_path / "backups") | {
+        "PATH": str(tools),
+        "RABBITMQ_HOST": "127.0.0.1",
+        "RABBITMQ_MANAGEMENT_PORT": str(server.port),
+        "RABBITMQ_USERNAME": "backup",
+        "RABBITMQ_PASSWORD": "s3cret",
+        "BACKUP_RABBITMQ": "required",
+    }
+    result = await asyncio.to_thread(run, "backup.sh", env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (backup,) = (tmp_path / "backups").iterdir()
+    assert json.loads((backup / "rabbitmq.json").read_text()) == definitions
+    assert "rabbitmq\trabbitmq.json\tmanagement-api\n" in (backup / "manifest.tsv").read_text()
+
+    wrong = await asyncio.to_thread(run, "backup.sh", env | {"RABBITMQ_PASSWORD": "wrong"})
+    assert wrong.returncode != 0
+    assert "could not export the RabbitMQ definitions" in wrong.stderr
+    assert len(list((tmp_path / "backups").iterdir())) == 1  # no partial backup left behind
