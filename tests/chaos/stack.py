@@ -52,11 +52,16 @@ def worker_pids() -> tuple[int | None, list[int]]:
     for entry in os.listdir("/proc"):
         if entry.isdigit() and "-m workers" in _cmdline(int(entry)):
             candidates.append(int(entry))
-    mains = [pid for pid in candidates if _parent(pid) not in candidates]
+    parents = {pid: _parent(pid) for pid in candidates}
+    # A worker process orphaned by a killed main has no parent among them either; the main is
+    # the one with worker processes of its own (the newest, if an old one lingers).
+    mains = [pid for pid in candidates if parents[pid] not in candidates and pid in parents.values()]
     if not mains:
         return None, []
-    main = min(mains)
-    children = [pid for pid in candidates if _parent(pid) == main]
+    main = max(
+        mains, key=lambda pid: Path(f"/proc/{pid}").stat().st_mtime if Path(f"/proc/{pid}").exists() else 0
+    )
+    children = [pid for pid in candidates if parents[pid] == main]
     return main, children
 
 
