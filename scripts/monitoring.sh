@@ -138,6 +138,8 @@ start_all() {
   # Alertmanager's configuration is rendered from the environment (it cannot read it itself).
   (
     export SMTP_HOST="${SMTP_HOST:-127.0.0.1}" ALERT_SINK_URL="${ALERT_SINK_URL:-http://127.0.0.1:$ALERT_SINK_PORT/alerts}"
+    # Development without a .env: alert e-mail too, to the local SMTP sink (an empty value: none).
+    is_production || export ALERT_EMAIL_TO="${ALERT_EMAIL_TO-oncall@example.com}"
     "$PY" -m notifier.alertmanager_config --out "$AM_CONFIG" || die "cannot render Alertmanager's configuration (see above)"
   )
   mkdir -p "$AM_DATA"
@@ -179,7 +181,7 @@ if not alerts:
     print("  none")
 for a in sorted(alerts, key=lambda a: a["labels"]["alertname"]):
     labels = a["labels"]
-    where = labels.get("instance") or labels.get("service") or labels.get("queue") or ""
+    where = labels.get("instance") or (labels.get("vhost", "") + " " + labels.get("queue", "")).strip() or labels.get("service", "")
     print("  %-28s %-9s %-9s %s" % (labels["alertname"], labels.get("severity", ""), a["status"]["state"], where))
 ' <<<"$body"
   if ! is_production; then
