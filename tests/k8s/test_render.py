@@ -4,12 +4,14 @@ operators' kinds against deploy/k8s/schemas/ (their versions in its README)."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import jsonschema
 import pytest
@@ -202,3 +204,27 @@ def test_the_requests_per_second_component_renders_and_validates(k8s_tree: Path)
     assert [m["type"] for m in find(objects, "HorizontalPodAutoscaler", "gateway")["spec"]["metrics"]] == [
         "Resource"
     ]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_secret_examples_agree_with_what_reads_them(rendered: dict[str, list[Obj]], overlay: str) -> None:
+    """The role CloudNativePG creates is the owner of the databases; KEDA's URL is the app user's."""
+    objects = rendered[overlay]
+
+    def secret(name: str) -> dict[str, str]:
+        data = find(objects, "Secret", name)["data"]
+        return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+    postgres = secret("postgres-app")
+    assert find(objects, "Secret", "postgres-app")["type"] == "kubernetes.io/basic-auth"
+    assert (
+        postgres["username"] == find(objects, "Cluster", "postgres")["spec"]["bootstrap"]["initdb"]["owner"]
+    )
+    rabbitmq = secret("rabbitmq-app")
+    url = urlsplit(rabbitmq["amqp-url"])
+    namespace = NAMESPACES[overlay]
+    assert (url.username, url.password) == (rabbitmq["username"], rabbitmq["password"])
+    assert (url.hostname, url.port) == (f"rabbitmq.{namespace}.svc", 5672)
+    vhost = find(objects, "Permission", "app")["spec"]["vhost"]
+    assert unquote(url.path[1:]) == vhost
+    assert find(objects, "User", "app")["spec"]["importCredentialsSecret"]["name"] == "rabbitmq-app"
