@@ -46,6 +46,13 @@ def _parent(pid: int) -> int | None:
     return int(stat.rpartition(")")[2].split()[1])
 
 
+def _start_time(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def worker_pids() -> tuple[int | None, list[int]]:
     """(Dramatiq's main ``python -m workers`` process, its worker processes)."""
     candidates = []
@@ -58,9 +65,7 @@ def worker_pids() -> tuple[int | None, list[int]]:
     mains = [pid for pid in candidates if parents[pid] not in candidates and pid in parents.values()]
     if not mains:
         return None, []
-    main = max(
-        mains, key=lambda pid: Path(f"/proc/{pid}").stat().st_mtime if Path(f"/proc/{pid}").exists() else 0
-    )
+    main = max(mains, key=_start_time)
     children = [pid for pid in candidates if parents[pid] == main]
     return main, children
 
