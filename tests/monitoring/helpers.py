@@ -30,8 +30,15 @@ APP_PACKAGES = ("common", "user_api", "order_api", "notifier", "workers")
 # fails on them until they exist; remove an entry once its metric is in the code.
 PENDING_METRICS: dict[str, str] = {}
 
-# Grafana's built-in variables, and what the tests put in their place.
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h"}
+# Grafana's built-in variables and the dashboards' own, and what the tests put in their place
+# (the dashboards' "All" is the regex .*).
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m",
+    "$__interval": "1m",
+    "$__range": "1h",
+    "$service": ".*",
+    "$instance": ".*",
+}
 
 
 def tool_or_skip(name: str, package: str) -> str:

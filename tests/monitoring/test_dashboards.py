@@ -70,18 +70,73 @@ def test_every_panel_has_a_query(name: str) -> None:
     assert empty == []
 
 
+def variables(name: str) -> dict[str, dict[str, Any]]:
+    return {variable["name"]: variable for variable in DASHBOARDS[name]["templating"]["list"]}
+
+
 @pytest.mark.parametrize("name", sorted(DASHBOARDS))
-def test_every_panel_and_query_uses_the_provisioned_datasource(name: str) -> None:
-    expected = {"type": "prometheus", "uid": provisioned_datasource()["uid"]}
+def test_every_panel_and_query_uses_the_datasource_variable(name: str) -> None:
+    expected = {"type": "prometheus", "uid": "${datasource}"}
     for panel in panels(DASHBOARDS[name]):
         assert panel["datasource"] == expected, panel["title"]
         assert all(target["datasource"] == expected for target in panel["targets"]), panel["title"]
 
 
+@pytest.mark.parametrize("name", sorted(DASHBOARDS))
+def test_datasource_variable_defaults_to_the_provisioned_prometheus(name: str) -> None:
+    datasource = variables(name)["datasource"]
+    assert (datasource["type"], datasource["query"]) == ("datasource", "prometheus")
+    assert datasource["current"]["value"] == provisioned_datasource()["uid"]
+
+
+@pytest.mark.parametrize("name", sorted(DASHBOARDS))
+def test_service_and_instance_variables_chain_and_default_to_all(name: str) -> None:
+    service, instance = variables(name)["service"], variables(name)["instance"]
+    assert service["query"]["query"] == "label_values(up, job)"
+    assert instance["query"]["query"] == 'label_values(up{job=~"$service"}, instance)'
+    for variable in (service, instance):
+        assert (variable["multi"], variable["includeAll"], variable["allValue"]) == (True, True, ".*")
+        assert variable["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+
+
 @pytest.mark.parametrize("query", QUERIES, ids=[query.test_id for query in QUERIES])
-def test_queries_use_only_grafanas_builtin_variables(query: Any) -> None:
+def test_queries_use_only_known_variables(query: Any) -> None:
     # Other variables would need a value to run the query here and in the live test.
     assert set(re.findall(r"\$\w+", query.expr)) <= set(GRAFANA_VARIABLES)
+
+
+@pytest.mark.parametrize("query", QUERIES, ids=[query.test_id for query in QUERIES])
+def test_every_series_a_query_selects_follows_service_and_instance(query: Any) -> None:
+    # ALERTS is Prometheus' own series of alerts: its labels are the alerts', not a target's.
+    selectors = re.findall(r"([A-Za-z_:][A-Za-z0-9_:]*)\{([^}]*)\}", query.expr)
+    unfiltered = [
+        name
+        for name, matchers in selectors
+        if name != "ALERTS"
+        and not {'job=~"$service"', 'instance=~"$instance"'} <= set(re.split(r",\s*", matchers))
+    ]
+    assert selectors
+    assert unfiltered == []
+    assert metric_names(query.promql) == {name for name, _ in selectors}
+
+
+@pytest.mark.parametrize("name", sorted(DASHBOARDS))
+def test_dashboards_link_the_runbooks_and_alert_panels_their_section(name: str) -> None:
+    from tests.monitoring.test_alert_rules import runbook_sections
+
+    base = variables(name)["runbook_base_url"]
+    assert (base["type"], base["hide"]) == ("textbox", 2)
+    assert {"title": "Runbooks", "url": "${runbook_base_url}"}.items() <= next(
+        link for link in DASHBOARDS[name]["links"] if link["title"] == "Runbooks"
+    ).items()
+    anchors = [
+        link["url"].partition("#")[2]
+        for panel in panels(DASHBOARDS[name])
+        for link in panel.get("links", [])
+        if link["url"].startswith("${runbook_base_url}#")
+    ]
+    assert anchors
+    assert set(anchors) - set(runbook_sections()) == set()
 
 
 def test_every_query_parses(promtool: str, tmp_path: Path) -> None:
