@@ -77,7 +77,8 @@ load_env() {
   # shellcheck disable=SC1091
   . "$ROOT/.env"
   set +a
-  eval "$exported_before"
+  # Put the caller's values back. `declare` in a function makes locals: -g keeps them global.
+  eval "$(sed -e '/^declare -[a-zA-Z]*r[a-zA-Z]* /d' -e 's/^declare -x /declare -gx /' <<<"$exported_before")"
 }
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }

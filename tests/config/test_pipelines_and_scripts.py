@@ -132,6 +132,43 @@ def test_shellcheck_finds_nothing(script: Path) -> None:
     assert result.returncode == 0, result.stdout
 
 
+# --- one way to read .env, one way to run a process ----------------------------------------------
+
+
+def test_only_lib_sh_reads_env_and_the_callers_environment_wins(tmp_path: Path) -> None:
+    for script in ROOT.glob("scripts/*.sh"):
+        if script.name != "lib.sh":
+            assert not re.search(r"^\s*(\.|source)\s+\S*\.env\b", script.read_text(), re.M), script.name
+    # lib.sh finds .env beside its own folder: a copy in a scratch checkout.
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts/lib.sh").write_text((ROOT / "scripts/lib.sh").read_text())
+    (tmp_path / ".env").write_text("FROM_BOTH=file\nFROM_FILE='only in .env'\n")
+    result = subprocess.run(
+        [
+            "bash",
+            "-c",
+            '. scripts/lib.sh; load_env; printf "%s|%s|%s" "$FROM_BOTH" "$FROM_FILE" "$(printenv FROM_FILE)"',
+        ],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "FROM_BOTH": "caller"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout == "caller|only in .env|only in .env"
+
+
+def test_host_mode_processes_are_started_only_through_supervisord() -> None:
+    # deploy.sh, gateway.sh and monitoring.sh hand every process to supervisord (lib.sh: launch,
+    # sv_program); a process started in the background by hand would not be restarted.
+    for name in ("deploy.sh", "gateway.sh", "monitoring.sh"):
+        code = re.sub(r"^\s*#.*$", "", (ROOT / "scripts" / name).read_text(), flags=re.M)
+        assert not re.search(r"\b(nohup|setsid)\b|[^&]&\s*$", code, re.M), name
+    lib = (ROOT / "scripts/lib.sh").read_text()
+    for setting in ("autorestart=true", "startretries=", "stdout_logfile_maxbytes=", "stopasgroup=true"):
+        assert setting in lib
+
+
 # --- scripts/build.sh --------------------------------------------------------------------------
 
 
