@@ -41,7 +41,7 @@ DEPLOY_ENV = {
 }
 
 # Services that run once and exit; everything else runs for good.
-ONE_SHOTS = {"gateway-config", "kibana-setup", "alertmanager-config"}
+ONE_SHOTS = {"gateway-config", "kibana-setup", "alertmanager-config", "elasticsearch-setup"}
 APP_SERVICES = {
     "user-service",
     "order-service",
