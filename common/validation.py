@@ -11,6 +11,8 @@ validator, to schemathesis and to the service.
 
 from __future__ import annotations
 
+import string
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
@@ -55,3 +57,27 @@ def validate(model: type[M], data: object) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise InvalidInput("the request does not pass validation", errors=validation_errors(exc)) from None
+
+
+def _case_insensitive(word: str) -> str:
+    return "".join(f"[{ch.lower()}{ch.upper()}]" for ch in word)
+
+
+def words_except(excluded: Sequence[str], *, min_length: int, max_length: int) -> str:
+    """A regex for the words of ASCII letters, ``min_length`` to ``max_length`` long, except
+    ``excluded`` (in any case). No look-around: not every JSON Schema tool can generate from it."""
+    parts: list[str] = []
+    words = {word.lower() for word in excluded}
+    prefixes = sorted({word[:i] for word in words for i in range(len(word) + 1)})
+    for prefix in prefixes:
+        # The prefix, then a letter no excluded word continues it with, then any letters.
+        taken = {w[len(prefix)] for w in words if w.startswith(prefix) and len(w) > len(prefix)}
+        free = "".join(c + c.upper() for c in string.ascii_lowercase if c not in taken)
+        longest = max_length - len(prefix) - 1
+        if longest >= 0:
+            shortest = max(0, min_length - len(prefix) - 1)
+            parts.append(f"{_case_insensitive(prefix)}[{free}][A-Za-z]{{{shortest},{longest}}}")
+        # The prefix itself, when it is long enough and not excluded.
+        if prefix not in words and min_length <= len(prefix) <= max_length:
+            parts.append(_case_insensitive(prefix))
+    return "(?:" + "|".join(parts) + ")"

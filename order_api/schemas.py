@@ -69,6 +69,13 @@ def _exact_amount(value: object) -> object:
     return value
 
 
+def _whole_number(value: object) -> object:
+    # parse_body reads 2.0 as Decimal("2.0"): a number without a fraction is an integer.
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
 def _to_cents(value: Decimal) -> Decimal:
     # "19.9" and "19.90" are the same price; one canonical form keeps request hashes stable.
     return value.quantize(CENT)
@@ -104,8 +111,8 @@ class Strict(BaseModel):
 class ItemIn(Strict):
     sku: Sku
     name: ItemName
-    # StrictInt: 2.0, "2" and true are not quantities.
-    quantity: Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY)]
+    # "2" and true are not quantities; 2.0 is one, as JSON Schema's "integer" says.
+    quantity: Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY), BeforeValidator(_whole_number)]
     unit_price: UnitPrice
 
 

@@ -6,11 +6,11 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from common.openapi import Models
 from common.pagination import Page
-from common.validation import INPUT_CONFIG, Strip, text
+from common.validation import INPUT_CONFIG, Strip, text, words_except
 
 # bcrypt only looks at the first 72 bytes (and bcrypt 5 refuses more): limits are in bytes.
 PASSWORD_MIN_CHARS = 8
@@ -32,6 +32,27 @@ def _compact_phone(value: str) -> str:
 # +447700900123 with any spaces, dots, dashes or brackets between the digits (compacted after
 # validation): the same rule as E164_RE on the compact form, said as one pattern.
 PHONE_PATTERN = r"^[\s().-]*\+[\s().-]*[1-9](?:[\s().-]*[0-9]){6,14}[\s().-]*$"
+
+# An email address as a pattern, so the document says exactly which are accepted: a dot-atom
+# local part of at most 64 characters and three dots, up to five labels without "--", and a
+# top-level domain of letters that email-validator does not refuse as special-use; white space
+# around it is dropped. Every address it matches also passes email-validator
+# (service.normalise_email), which tests/user_api/test_openapi.py checks.
+SPECIAL_USE_TLDS = ("arpa", "invalid", "local", "localhost", "onion", "test")
+_ATOM = "[A-Za-z0-9_%+-]"
+_LOCAL = (
+    rf"(?:{_ATOM}{{1,64}}|{_ATOM}{{1,32}}\.{_ATOM}{{1,31}}|{_ATOM}{{1,21}}(?:\.{_ATOM}{{1,20}}){{2}}"
+    rf"|{_ATOM}{{1,16}}(?:\.{_ATOM}{{1,15}}){{3}})"
+)
+_LABEL = r"[A-Za-z0-9]{1,20}(?:-[A-Za-z0-9]{1,20}){0,2}"
+_TLD = words_except(SPECIAL_USE_TLDS, min_length=2, max_length=24)
+EMAIL_PATTERN = rf"^[ \t]*{_LOCAL}@(?:{_LABEL}\.){{1,4}}{_TLD}[ \t]*$"
+Email = Annotated[
+    str,
+    StringConstraints(max_length=254, pattern=EMAIL_PATTERN),
+    Strip,
+    Field(description="An email address such as ada@example.com (ASCII; see the pattern)"),
+]
 
 Password = Annotated[
     str,
@@ -66,7 +87,7 @@ class PreferencesPatch(Strict):
 
 
 class RegisterIn(Strict):
-    email: EmailStr
+    email: Email
     password: Password
     name: Name
     phone: Phone | None = None
@@ -92,7 +113,7 @@ class UserUpdateIn(Strict):
     # Absent means unchanged (None, unvalidated default); null is not a name, an email or a
     # role: 422, as the schema says. The service reads only the fields sent (model_fields_set).
     name: Name = None  # type: ignore[assignment]
-    email: EmailStr = None  # type: ignore[assignment]
+    email: Email = None  # type: ignore[assignment]
     phone: Phone | None = None
     push_token: PushToken | None = None
     notification_preferences: PreferencesPatch | None = None

@@ -8,8 +8,12 @@ generate, so a constraint added to a model without `python -m common.openapi syn
 from __future__ import annotations
 
 import json
+import re
 
+import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from common.openapi import INSTANCE_DOCUMENT, block_in, generated_block, load
 from common.pagination import PageQuery
@@ -22,7 +26,8 @@ from tests.openapi_check import (
     request_body_refs,
 )
 from user_api.routes import OPENAPI_PATH
-from user_api.schemas import OPENAPI_MODELS
+from user_api.schemas import EMAIL_PATTERN, OPENAPI_MODELS
+from user_api.service import normalise_email
 
 # What each handler validates its body with (user_api/handlers.py): the document must say the same.
 HANDLER_BODIES = {
@@ -92,3 +97,18 @@ async def test_health_metrics_and_readiness(client: CheckedClient) -> None:
         'http_requests_total{method="GET",route="/api/users/{id}",service="user_api",status="401"}' in metrics
     )
     assert "00000000-0000-4000-8000-000000000000" not in metrics
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(st.from_regex(EMAIL_PATTERN).filter(lambda email: len(email) <= 254))
+def test_every_email_the_pattern_allows_passes_email_validator(email: str) -> None:
+    # The schema's pattern is what clients and the fuzzer see; the service also normalises with
+    # email-validator, which must never refuse what the pattern allows (a 422 the schema hides).
+    normalise_email(email.strip())
+
+
+@pytest.mark.parametrize(
+    "email", ["a@b.test", "a@b.LOCALHOST", "a..b@example.com", "a@-b.com", "a@b", "ä@b.com"]
+)
+def test_the_email_pattern_refuses_what_email_validator_refuses(email: str) -> None:
+    assert not re.search(EMAIL_PATTERN, email)
