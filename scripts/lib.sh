@@ -178,7 +178,7 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 serverurl=unix://$SUPERVISOR_SOCK
 
 [eventlistener:supervisor_events]
-command=$(sv_quote "${SUPERVISOR_PYTHON:-/usr/bin/python3}") $(sv_quote "$ROOT/scripts/supervisor_events.py") --run-dir $(sv_quote "$RUN_DIR") --grace ${SV_REAP_GRACE_S:-30}
+command=$(sv_quote "${SUPERVISOR_PYTHON:-/usr/bin/python3}") $(sv_quote "$ROOT/scripts/supervisor_events.py") --run-dir $(sv_quote "$RUN_DIR") --grace ${SV_REAP_GRACE_S:-30} --retry-fatal-after ${SV_RETRY_FATAL_S:-60}
 events=PROCESS_STATE
 buffer_size=1000
 autorestart=true

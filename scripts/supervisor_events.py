@@ -10,9 +10,12 @@ Two jobs supervisord does not do itself:
   hand, nginx's workers their requests), then SIGKILL after a grace period to those same processes.
 * **Pid files.** ``var/run/NAME.pid`` holds the pid of each running program (for scripts and
   people used to pid files; ``supervisorctl pid NAME`` says the same).
+* **No final give-up.** supervisord stops retrying a program that failed to start
+  ``startretries`` times in a row (state FATAL: a dependency down for minutes at start-up). This
+  listener starts it again after ``--retry-fatal-after`` seconds, for as long as it stays FATAL.
 
-Standard library only; speaks supervisord's event listener protocol on stdin/stdout and logs
-to stderr.
+Speaks supervisord's event listener protocol on stdin/stdout and logs to stderr; the standard
+library, plus supervisor's own client module (next to supervisord) to start a FATAL program.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import TextIO
 
 RUNNING = "PROCESS_STATE_RUNNING"
 EXITED = "PROCESS_STATE_EXITED"
+FATAL = "PROCESS_STATE_FATAL"
 GONE = {"PROCESS_STATE_STOPPED", "PROCESS_STATE_FATAL", "PROCESS_STATE_BACKOFF", EXITED}
 
 
@@ -68,9 +72,12 @@ def signal_members(members: Iterable[tuple[int, str]], signum: int, proc: Path =
 
 
 class Listener:
-    def __init__(self, run_dir: Path, grace_s: float, log: TextIO = sys.stderr) -> None:
+    def __init__(
+        self, run_dir: Path, grace_s: float, retry_fatal_s: float = 0, log: TextIO = sys.stderr
+    ) -> None:
         self.run_dir = run_dir
         self.grace_s = grace_s
+        self.retry_fatal_s = retry_fatal_s
         self.log = log
 
     def say(self, text: str) -> None:
@@ -89,6 +96,11 @@ class Listener:
             pidfile.unlink(missing_ok=True)
         if event == EXITED and payload.get("pid"):
             self.reap(name, int(payload["pid"]))
+        if event == FATAL and self.retry_fatal_s > 0:
+            group = payload.get("groupname", name)
+            timer = threading.Timer(self.retry_fatal_s, self._start_again, args=(f"{group}:{name}",))
+            timer.daemon = True
+            timer.start()
 
     def reap(self, name: str, pgid: int) -> None:
         members = group_members(pgid)
@@ -101,6 +113,18 @@ class Listener:
         timer = threading.Timer(self.grace_s, self._kill_leftovers, args=(name, members))
         timer.daemon = True
         timer.start()
+
+    def _start_again(self, name: str) -> None:
+        # Not from the event loop: supervisord waits for this listener's answer to each event.
+        try:
+            from supervisor import childutils  # type: ignore[import-not-found]
+
+            rpc = childutils.getRPCInterface(os.environ)
+            if rpc.supervisor.getProcessInfo(name)["statename"] == "FATAL":
+                self.say(f"{name}: FATAL for {self.retry_fatal_s:g} s; starting it again")
+                rpc.supervisor.startProcess(name, False)
+        except Exception as exc:  # the next FATAL event schedules another try
+            self.say(f"{name}: could not start it again: {type(exc).__name__}: {exc}")
 
     def _kill_leftovers(self, name: str, members: list[tuple[int, str]]) -> None:
         killed = signal_members(members, signal.SIGKILL)
@@ -135,9 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--grace", type=float, default=30.0, help="seconds before SIGKILL of leftovers")
+    parser.add_argument(
+        "--retry-fatal-after",
+        type=float,
+        default=60.0,
+        help="seconds before a FATAL program is started again; 0: never",
+    )
     args = parser.parse_args(argv)
     args.run_dir.mkdir(parents=True, exist_ok=True)
-    serve(Listener(args.run_dir, args.grace))
+    serve(Listener(args.run_dir, args.grace, args.retry_fatal_after))
     return 0
 
 

@@ -118,6 +118,20 @@ def test_a_program_that_cannot_start_backs_off_then_gives_up(sv: Supervisor) -> 
     assert not (sv.run_dir / "broken.pid").exists()
 
 
+def test_a_fatal_program_is_started_again_later_until_it_runs() -> None:
+    # A dependency down for longer than supervisord's retries (FATAL) must not need a person.
+    sv = Supervisor(SV_RETRY_FATAL_S="1")
+    try:
+        flag = sv.base / "dependency-is-up"
+        sv.launch("waits", "/bin/sh", "-c", f"[ -f {flag} ] || exit 3; exec sleep 3600", SV_STARTRETRIES="0")
+        sv.wait_state("waits", "FATAL")
+        flag.touch()
+        sv.wait_running("waits")
+        assert "FATAL for 1 s; starting it again" in (sv.log_dir / "supervisor_events.log").read_text()
+    finally:
+        sv.close()
+
+
 def test_a_log_stays_under_its_size_limit(sv: Supervisor) -> None:
     # 1.0 MB of output against a 64 KB limit with 2 old files kept.
     sv.launch("spam", sys.executable, script(sv, "spam.py", SPAM), "10000")
