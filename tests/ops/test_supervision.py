@@ -220,6 +220,19 @@ def test_deploy_stop_and_status_talk_to_supervisord(sv: Supervisor) -> None:
     assert "supervisord is not running" in status.stdout
 
 
+def test_deploy_stop_ends_the_programs_of_a_supervisord_that_was_killed(sv: Supervisor) -> None:
+    # supervisord itself killed: its programs live on; their pid files say where they are.
+    sv.launch("sleeper", "/bin/sh", "-c", "sleep 3600 & exec sleep 3600")
+    pid = sv.wait_running("sleeper")
+    os.kill(int((sv.run_dir / "supervisord.pid").read_text()), signal.SIGKILL)
+    assert alive(pid)
+    stopped = run_deploy(sv, "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "not supervised" in stopped.stdout
+    assert not alive(pid)
+    assert not (sv.run_dir / "sleeper.pid").exists()
+
+
 def test_the_gateway_runs_under_supervision_logs_through_it_and_survives_a_kill(sv: Supervisor) -> None:
     require_tool("nginx")
     http_port, https_port, status_port = free_port(), free_port(), free_port()
