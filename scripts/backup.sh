@@ -47,7 +47,9 @@ rabbitmq_definitions() { # file — rabbitmqctl where this host runs the broker,
     echo rabbitmqctl
     return 0
   fi
-  local user="${RABBITMQ_USERNAME:-guest}" password="${RABBITMQ_PASSWORD:-guest}"
+  # RabbitMQ's built-in development user's password is its name (as RabbitSettings defaults).
+  local user="${RABBITMQ_USERNAME:-guest}"
+  local password="${RABBITMQ_PASSWORD:-$user}"
   if command -v curl >/dev/null; then
     curl -fsS --max-time 30 -o "$out" -u "$user:$password" "http://$host:$port/api/definitions" || return 1
   else
