@@ -102,3 +102,8 @@ if [ "${SKIP_CHAOS:-0}" != 1 ]; then
   "$ROOT/scripts/chaos.sh" --quick
   if [ "$keep" = 1 ]; then "$ROOT/scripts/deploy.sh" local >/dev/null; fi
 fi
+if [ "${SKIP_BENCH:-0}" != 1 ]; then
+  # A smoke run of the benchmark (bench/README.md): it must work end to end; no figure is judged.
+  step "benchmark: bench.sh --quick (SKIP_BENCH=1 leaves it out)"
+  "$ROOT/scripts/bench.sh" --quick
+fi
