@@ -46,7 +46,11 @@ def checkout(tmp_path: Path) -> Path:
         'echo chaos >> "$root/calls"\n'
         'rm -f "$root/running"\n'
     )
-    for script in ("deploy.sh", "integration-tests.sh", "chaos.sh"):
+    # bench.sh --quick puts the stack back as it found it.
+    (scripts / "bench.sh").write_text(
+        '#!/usr/bin/env bash\nroot="$(cd "$(dirname "$0")/.." && pwd)"\necho "bench$1" >> "$root/calls"\n'
+    )
+    for script in ("deploy.sh", "integration-tests.sh", "chaos.sh", "bench.sh"):
         (scripts / script).chmod(0o755)
     return tmp_path
 
@@ -73,6 +77,8 @@ def test_a_stack_that_was_running_is_running_afterwards(checkout: Path) -> None:
     assert rc == 0, out
     assert "stop" not in calls
     assert calls[:3] == ["status", "local", "integration"]
+    # The fault suite, then a benchmark smoke run, once each.
+    assert calls.index("chaos") < calls.index("bench--quick")
     assert (checkout / "running").exists()
     assert "is running again" in out
 
