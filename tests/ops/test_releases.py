@@ -6,8 +6,11 @@ migrations only expand the schema, and a committed migration is never edited."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -228,3 +231,92 @@ def test_the_destructive_patterns_catch_what_they_name() -> None:
     assert not any(
         re.search(p, "ALTER TABLE orders ADD COLUMN note text;".upper()) for p in DESTRUCTIVE.values()
     )
+
+
+# The same rule, checked on PostgreSQL: each migration applied to the schema before it keeps every
+# column the previous release reads and writes, and lets its INSERTs (which do not name the new
+# columns) succeed.
+
+COLUMNS_SQL = """
+SELECT c.table_name, c.column_name, c.data_type, c.is_nullable = 'YES' AS nullable,
+       (c.column_default IS NOT NULL OR c.is_identity = 'YES' OR c.is_generated = 'ALWAYS') AS has_default
+FROM information_schema.columns c
+JOIN information_schema.tables t USING (table_schema, table_name)
+WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE' AND c.table_name <> 'schema_migrations'
+"""
+
+
+def service_migrations() -> dict[str, list[tuple[str, Path]]]:
+    from notifier.app import MIGRATIONS as NOTIFIER
+    from order_api.app import MIGRATIONS as ORDERS
+    from user_api.app import MIGRATIONS as USERS
+
+    return {"user_api": list(USERS), "order_api": list(ORDERS), "notifier": list(NOTIFIER)}
+
+
+async def columns(conn: Any) -> dict[tuple[str, str], Any]:
+    return {(row["table_name"], row["column_name"]): row for row in await conn.fetch(COLUMNS_SQL)}
+
+
+async def check_expand_only(conn: Any, components: list[tuple[str, Path]], scratch: Path) -> None:
+    from common.migrations import migrate
+
+    steps = [(component, path) for component, folder in components for path in sorted(folder.glob("*.sql"))]
+    assert steps
+    before: dict[tuple[str, str], Any] = {}
+    for component, migration in steps:
+        # The release that added this migration: the folders as they were, up to this file.
+        (scratch / component).mkdir(parents=True, exist_ok=True)
+        shutil.copy(migration, scratch / component / migration.name)
+        await migrate(conn, [(name, scratch / name) for name, _ in components])
+        after = await columns(conn)
+        label = f"{component}/{migration.name}"
+        for key, old in before.items():
+            assert key in after, f"{label} removes {key}, which the release before it uses"
+            assert after[key]["data_type"] == old["data_type"], f"{label} changes the type of {key}"
+            assert after[key]["nullable"] or not old["nullable"], f"{label} makes {key} required"
+        old_tables = {table for table, _ in before}
+        for (table, column), new in after.items():
+            if table in old_tables and (table, column) not in before:
+                assert new["nullable"] or new["has_default"], (
+                    f"{label} adds {table}.{column} NOT NULL without a default: old INSERTs fail"
+                )
+        before = after
+
+
+@pytest.fixture
+async def scratch_db(database_factory: Callable[[str], str]) -> Any:
+    import asyncpg
+
+    from tests.conftest import pg_dsn
+
+    conn = await asyncpg.connect(pg_dsn(database_factory("compat")))
+    yield conn
+    await conn.close()
+
+
+@pytest.mark.parametrize("service", ["user_api", "order_api", "notifier"])
+async def test_each_migration_keeps_what_the_release_before_it_uses(
+    service: str, scratch_db: Any, tmp_path: Path
+) -> None:
+    await check_expand_only(scratch_db, service_migrations()[service], tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("second", "complaint"),
+    [
+        ("ALTER TABLE t DROP COLUMN b;", "removes"),
+        ("ALTER TABLE t ALTER COLUMN a TYPE bigint;", "changes the type"),
+        ("ALTER TABLE t ALTER COLUMN b SET NOT NULL;", "makes"),
+        ("ALTER TABLE t ADD COLUMN c text NOT NULL;", "without a default"),
+    ],
+)
+async def test_the_check_catches_a_migration_that_breaks_the_previous_release(
+    second: str, complaint: str, scratch_db: Any, tmp_path: Path
+) -> None:
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    (folder / "0001_t.sql").write_text("CREATE TABLE t (a integer, b text);")
+    (folder / "0002_change.sql").write_text(second)
+    with pytest.raises(AssertionError, match=complaint):
+        await check_expand_only(scratch_db, [("demo", folder)], tmp_path / "scratch")
