@@ -8,8 +8,9 @@ services are (host ports or compose service names) and where nginx keeps its fil
 
 Every value that ends up in the configuration is validated first, so a stray quote or
 semicolon in an environment variable is an error here rather than a hole in nginx's config.
-Only the standard library is needed, except for ``--self-signed-if-missing`` (cryptography) and
-the API console's assets (the swagger-ui-py package, found without importing it).
+Besides the standard library it needs PyYAML (the Allow of the gateway's 405s comes from the
+services' OpenAPI documents, gateway_conf/problems.py), cryptography for ``--self-signed-if-missing``
+and the API console's assets (the swagger-ui-py package, found without importing it).
 
 The API console at ``/docs`` is ``gateway_conf/docs/`` (the page and its initializer) plus Swagger
 UI's own files. In host mode nginx serves both where they are: this folder, and the package's
@@ -31,6 +32,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from gateway_conf.problems import GATEWAY_READ_ONLY, allow_map, error_pages, retry_after
 
 TEMPLATES = Path(__file__).parent / "templates"
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,21 +57,6 @@ PLACEHOLDER = re.compile(r"\{\{ ([a-z][a-z0-9_]*) \}\}")
 
 Mode = Literal["host", "compose", "kubernetes"]
 Http2 = Literal["directive", "listen", "off"]
-
-# The gateway's own errors, in the services' problem+json shape.
-ERROR_PAGES: dict[int, tuple[str, str]] = {
-    400: ("Bad Request", "The request could not be read."),
-    403: ("Forbidden", "This origin is not allowed to call the API."),
-    404: ("Not Found", "No route matches this path."),
-    405: ("Method Not Allowed", "This method is not allowed here."),
-    413: ("Content Too Large", "The request body is larger than 64 KiB."),
-    414: ("URI Too Long", "The request URI is too long."),
-    429: ("Too Many Requests", "Too many requests from this address; slow down and retry."),
-    500: ("Internal Server Error", "The gateway failed to handle the request."),
-    502: ("Bad Gateway", "The service behind this route is not answering."),
-    503: ("Service Unavailable", "The service behind this route is unavailable."),
-    504: ("Gateway Timeout", "The service behind this route did not answer in time."),
-}
 
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?):(\d{1,5})$")
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::\d{1,5})?$")
@@ -247,27 +235,6 @@ def _listen_lines(cfg: GatewayConfig) -> str:
     return f"        listen {prefix}{cfg.http_port};\n        listen {prefix}{cfg.https_port}{tls};"
 
 
-def _error_pages() -> str:
-    lines = []
-    for status in ERROR_PAGES:
-        lines.append(f"error_page {status} = @problem_{status};")
-    for status, (title, detail) in ERROR_PAGES.items():
-        body = (
-            f'{{"type":"about:blank","title":"{title}","status":{status},"detail":"{detail}",'
-            '"request_id":"$gw_request_id"}\\n'
-        )
-        lines += [
-            f"location @problem_{status} {{",
-            "    include snippets/api_headers.conf;",
-            # No extension-based type (nginx's built-in "html" -> text/html on /x.html).
-            "    types { }",
-            "    default_type application/problem+json;",
-            f"    return {status} '{body}';",
-            "}",
-        ]
-    return "\n".join(lines)
-
-
 def values(cfg: GatewayConfig) -> dict[str, str]:
     """The placeholder values for ``cfg``, after validating it."""
     _validate(cfg)
@@ -307,7 +274,11 @@ def values(cfg: GatewayConfig) -> dict[str, str]:
         "tls_key": cfg.tls_key,
         "status_listen": cfg.status_listen,
         "status_allow": status_allow,
-        "error_pages": _error_pages(),
+        "error_pages": error_pages(),
+        "allow_map": allow_map(ROOT, SERVICES),
+        "gateway_read_only_tail": GATEWAY_READ_ONLY.removeprefix("^"),
+        "api_retry_after": str(retry_after(cfg.api_rate)),
+        "login_retry_after": str(retry_after(cfg.login_rate)),
         "docs_dir": cfg.docs_dir.rstrip("/"),
         "swagger_ui_dir": cfg.swagger_ui_dir.rstrip("/"),
         "swagger_ui_assets": "|".join(name.replace(".", r"\.") for name in SWAGGER_UI_ASSETS),

@@ -236,6 +236,14 @@ def test_openapi_documents_are_published(gateway: Gateway, path: str, service: s
     assert answer.headers.get_all("Cache-Control") == ["no-cache"]
 
 
+@pytest.mark.parametrize("service", ["user", "order", "notification"])
+def test_openapi_documents_are_published_as_json_too(gateway: Gateway, service: str) -> None:
+    answer = gateway.request("GET", f"/openapi/{service}.json")
+    assert answer.status == 200
+    assert answer.json()["path"] == "/openapi.json"
+    assert answer.json()["service"] == {"user": "user_api", "order": "order_api"}.get(service, "notifier")
+
+
 def test_gateway_answers_its_own_health(gateway: Gateway) -> None:
     answer = gateway.request("GET", "/health")
     assert answer.status == 200
@@ -252,6 +260,53 @@ def test_unrouted_paths_are_a_problem_404_from_the_gateway(gateway: Gateway, pat
     assert answer.json()["status"] == 404
     assert_security_headers(answer)
     assert answer.json()["request_id"] == answer.header("X-Request-ID")
+    assert answer.json()["instance"] == path
+
+
+def assert_gateway_problem(answer: Answer, status: int, instance: str) -> dict[str, Any]:
+    """The gateway's own error in the services' shape: problem+json, instance, request id."""
+    assert answer.status == status
+    assert answer.header("Content-Type") == "application/problem+json"
+    problem = answer.json()
+    assert problem["type"] == "about:blank"
+    assert problem["status"] == status
+    assert problem["title"]
+    assert problem["detail"]
+    assert problem["instance"] == instance
+    assert problem["request_id"] == answer.header("X-Request-ID")
+    assert_security_headers(answer)
+    return dict(problem)
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        ("/api/orders/0e60df92-f823-4d99-a5e3-82cbad3c3ba1", "DELETE, GET, HEAD"),
+        ("/api/orders/0e60df92-f823-4d99-a5e3-82cbad3c3ba1/status", "PUT"),
+        ("/api/orders", "GET, HEAD, POST"),
+        ("/api/users/me", "GET, HEAD"),
+        ("/api/auth/login", "POST"),
+        ("/health", "GET, HEAD"),
+        ("/health/user", "GET, HEAD"),
+    ],
+)
+def test_trace_is_a_405_problem_with_the_documented_methods_in_allow(
+    gateway: Gateway, path: str, allow: str
+) -> None:
+    # nginx answers TRACE itself, before any location: the Allow comes from the documents.
+    answer = gateway.request("TRACE", path)
+    assert_gateway_problem(answer, 405, path)
+    assert answer.header("Allow") == allow
+
+
+@pytest.mark.parametrize(
+    "path", ["/health", "/health/order", "/openapi/user.yaml", "/openapi/order.json", "/docs/"]
+)
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+def test_what_the_gateway_serves_itself_is_read_only(gateway: Gateway, path: str, method: str) -> None:
+    answer = gateway.request(method, path, headers={"Content-Type": "application/json"}, body=b"{}")
+    assert_gateway_problem(answer, 405, path)
+    assert answer.header("Allow") == "GET, HEAD"
 
 
 def test_stub_status_is_on_the_local_status_port_only(gateway: Gateway) -> None:
@@ -396,9 +451,7 @@ def test_body_over_64_kib_is_refused_before_the_service(gateway: Gateway) -> Non
     assert fits.json()["body_bytes"] == 65536
     before = gateway.hits("/api/users/limit", "user_api-1", "user_api-2")
     answer = gateway.request("POST", "/api/users/limit", headers=headers, body=b"x" * 65537)
-    assert answer.status == 413
-    assert answer.header("Content-Type") == "application/problem+json"
-    assert_security_headers(answer)
+    assert_gateway_problem(answer, 413, "/api/users/limit")
     assert gateway.hits("/api/users/limit", "user_api-1", "user_api-2") == before
 
 
@@ -416,8 +469,10 @@ def test_login_burst_gets_429_not_503(gateway: Gateway) -> None:
     limited = gateway.request(
         "POST", "/api/auth/login", headers={"Content-Type": "application/json"}, body=body
     )
-    assert limited.status == 429
+    assert_gateway_problem(limited, 429, "/api/auth/login")
     assert limited.json()["title"] == "Too Many Requests"
+    # 30 requests a minute: the next one is let through two seconds later.
+    assert limited.header("Retry-After") == "2"
     assert_security_headers(limited)
     assert limited.headers.get_all("Cache-Control") == ["no-store"]
     rejected = gateway.matching_log_entries(lambda e: e["gateway.rate_limit"] == "REJECTED", at_least=6)

@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography import x509
 
-from gateway_conf import render
+from gateway_conf import problems, render
 from gateway_conf.devcert import ensure_dev_certificate
 from gateway_conf.environment import config_from_env, detect_http2
 from gateway_conf.render import GatewayConfig, RenderError, make_host_folders, write
@@ -306,3 +307,37 @@ def test_gateway_sh_test_rejects_a_bad_environment(nginx_bin: str, tmp_path: Pat
     bad = run_gateway_sh("test", tmp_path, {**ports, "https": ports["http"]})
     assert bad.returncode != 0
     assert "must differ" in bad.stderr
+
+
+# --- the gateway's own errors ------------------------------------------------------------------
+
+
+def test_every_gateway_error_is_a_problem_with_instance_and_request_id(tmp_path: Path) -> None:
+    errors = render.render(host_config(tmp_path))["snippets/errors.conf"]
+    for status in (404, 405, 413, 429, 502, 503, 504):
+        block = re.search(rf"location @problem_{status} \{{(.*?)\n\}}", errors, re.S)
+        assert block, status
+        body = block.group(1)
+        assert "default_type application/problem+json;" in body
+        assert f'"status":{status},' in body
+        assert '"instance":"$gw_problem_instance","request_id":"$gw_request_id"' in body
+    assert "add_header Allow $gw_allow always;" in errors.split("@problem_405")[2]
+    assert "add_header Retry-After $gw_retry_after always;" in errors.split("@problem_429")[2]
+
+
+@pytest.mark.parametrize(("rate", "seconds"), [("100r/s", 1), ("30r/m", 2), ("1r/m", 60), ("7r/m", 9)])
+def test_retry_after_is_when_the_zone_lets_the_next_request_through(rate: str, seconds: int) -> None:
+    assert problems.retry_after(rate) == seconds
+
+
+def test_the_allow_of_a_405_lists_each_documented_operation(tmp_path: Path) -> None:
+    conf = render.render(host_config(tmp_path))["nginx.conf"]
+    allow = dict(re.findall(r'^\s+"~(\^/api/[^"]+)" "([A-Z, ]+)";$', conf, re.M))
+    for package in render.SERVICES:
+        document = yaml.safe_load((ROOT / package / "openapi.yaml").read_text())
+        for route, item in document["paths"].items():
+            if not route.startswith("/api/"):
+                continue
+            methods = {m.upper() for m in item if m != "parameters"} | ({"HEAD"} if "get" in item else set())
+            pattern = "^" + re.sub(r"\{[^}]+\}", "[^/]+", route) + "$"
+            assert allow[pattern] == ", ".join(sorted(methods)), route
