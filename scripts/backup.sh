@@ -93,11 +93,15 @@ prune() { # keep the newest backup whatever its age; drop complete backups older
 main() {
   command -v pg_dump >/dev/null || die "pg_dump is missing (Debian: apt-get install postgresql-client)"
   local stamp folder partial started=$SECONDS
+  mkdir -p "$BACKUP_DIR"
   stamp=$(date -u +%Y%m%dT%H%M%SZ)
+  # Two runs within a second (a retry at once): the second takes the next second's name.
+  while [ -e "$BACKUP_DIR/$stamp" ] || [ -e "$BACKUP_DIR/.$stamp.partial" ]; do
+    sleep 1
+    stamp=$(date -u +%Y%m%dT%H%M%SZ)
+  done
   folder="$BACKUP_DIR/$stamp"
   partial="$BACKUP_DIR/.$stamp.partial"
-  mkdir -p "$BACKUP_DIR"
-  [ ! -e "$folder" ] || die "$folder exists already"
   rm -rf -- "$partial"
   mkdir -m 0700 "$partial"
   trap 'rm -rf -- "$partial"' EXIT

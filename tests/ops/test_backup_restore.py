@@ -62,6 +62,7 @@ TOOLS_OF_THE_POSTGRES_IMAGE = (
     "mv",
     "rm",
     "sha256sum",
+    "sleep",
     "sort",
     "stat",
     "tail",
