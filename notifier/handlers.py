@@ -6,10 +6,9 @@ from aiohttp import web
 
 from common.auth import authenticate, require_admin
 from common.logging import REQUEST_ID
-from common.pagination import Page
 from common.web import json_response, parse_body, parse_query
 from notifier import resend, service
-from notifier.schemas import ListQuery, NotificationOut, ResendMatching, SendIn
+from notifier.schemas import ListQuery, NotificationPage, ResendMatching, SendIn
 from notifier.state import DEPS
 
 
@@ -17,9 +16,7 @@ async def list_notifications(request: web.Request) -> web.Response:
     caller = await authenticate(request)
     query = parse_query(request, ListQuery)
     items, total = await service.list_notifications(request.app[DEPS], caller, query)
-    return json_response(
-        Page[NotificationOut](items=items, total=total, limit=query.limit, offset=query.offset)
-    )
+    return json_response(NotificationPage(items=items, total=total, limit=query.limit, offset=query.offset))
 
 
 async def send_notification(request: web.Request) -> web.Response:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from common.openapi import openapi_handler
+from common.openapi import add_document_routes
 from notifier import handlers
 
 UUID_PATTERN = "{id:[0-9a-fA-F-]{36}}"
@@ -20,4 +20,4 @@ def setup_routes(app: web.Application) -> None:
     router.add_get(f"/api/notifications/{UUID_PATTERN}", handlers.get_notification)
     router.add_post(f"/api/notifications/{UUID_PATTERN}/resend", handlers.resend_notification)
     router.add_post("/api/notifications/resend", handlers.resend_matching)
-    router.add_get("/openapi.yaml", openapi_handler(OPENAPI_PATH))
+    add_document_routes(router, OPENAPI_PATH)

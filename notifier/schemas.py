@@ -8,9 +8,19 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
-from common.pagination import PageQuery
+from common.openapi import Models
+from common.pagination import Page, PageQuery
+from common.validation import INPUT_CONFIG, Strip
 from notifier.templates import TEMPLATE_NAME_RE
 
 Channel = Literal["email", "sms", "push"]
@@ -18,7 +28,11 @@ Status = Literal["queued", "sending", "sent", "failed", "dead", "held"]
 Outcome = Literal["sent", "transient_error", "permanent_error", "interrupted", "held"]
 Resendable = Literal["failed", "dead"]
 MAX_BULK_RESEND = 1000
-TemplateName = Annotated[str, StringConstraints(max_length=100, pattern=TEMPLATE_NAME_RE.pattern)]
+TemplateName = Annotated[str, StringConstraints(max_length=100, pattern=TEMPLATE_NAME_RE.pattern), Strip]
+# Not only white space (stripped after validation); the channel decides what it must be.
+Recipient = Annotated[
+    str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$"), Strip
+]
 E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 PUSH_TOKEN_RE = re.compile(r"^\S{8,4096}$")
 
@@ -31,14 +45,12 @@ class ListQuery(PageQuery):
 
 
 class SendIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_max_length=4096)
+    model_config = INPUT_CONFIG
 
     channel: Channel
     template: TemplateName
     user_id: uuid.UUID | None = None
-    recipient: (
-        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)] | None
-    ) = None
+    recipient: Recipient | None = None
     context: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -51,15 +63,16 @@ class SendIn(BaseModel):
 class ResendMatching(BaseModel):
     """Resend every failed/dead notification that matches; the oldest first, at most ``limit``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = INPUT_CONFIG
 
     status: Annotated[list[Resendable], Field(min_length=1, max_length=2)]
     template: TemplateName | None = None
     channel: Channel | None = None
     created_from: AwareDatetime | None = None
     created_to: AwareDatetime | None = None
-    limit: int = Field(default=100, ge=1, le=MAX_BULK_RESEND)
-    dry_run: bool = False
+    # Strict: "5" is not a limit and "yes" not a boolean, as the schema says (JSON types as sent).
+    limit: StrictInt = Field(default=100, ge=1, le=MAX_BULK_RESEND)
+    dry_run: StrictBool = False
 
     @model_validator(mode="after")
     def _range_in_order(self) -> ResendMatching:
@@ -109,3 +122,13 @@ class NotificationOut(BaseModel):
 
 class NotificationDetail(NotificationOut):
     attempt_log: list[AttemptOut]
+
+
+class NotificationPage(Page[NotificationOut]):
+    pass
+
+
+OPENAPI_MODELS = Models(
+    inputs=[SendIn, ResendMatching],
+    outputs=[NotificationOut, NotificationDetail, NotificationPage, ResendResult],
+)
