@@ -198,7 +198,9 @@ def test_allowed_example_values_pass_only_where_they_are_allowed(tmp_path: Path)
         ("deploy/production.env", "Secret Keyword"),
     }
     _, notes = scan.check_secrets(root)
-    assert any("'dev-provider-token' is allowed in .env.example but no longer found there" in n for n in notes)
+    assert any(
+        "'dev-provider-token' is allowed in .env.example but no longer found there" in n for n in notes
+    )
 
 
 def test_references_and_empty_values_are_not_secrets(tmp_path: Path) -> None:
