@@ -229,7 +229,9 @@ async def test_a_template_error_holds_the_notification_with_a_clear_reason(
 ) -> None:
     # The sample covers `nickname`, the real user does not: only a real render can find that.
     sample = templates_dir / "samples" / "user.registered.json"
-    sample.write_text(sample.read_text().replace('"name": "Ada Lovelace",', '"name": "Ada", "nickname": "A",'))
+    sample.write_text(
+        sample.read_text().replace('"name": "Ada Lovelace",', '"name": "Ada", "nickname": "A",')
+    )
     (templates_dir / "email" / "user.registered.text.txt").write_text("Hello\n{{ user.nickname }}\n")
     assert deps.renderer.reload().loaded
     ids = await fanned_out(pool, user_registered_event())
