@@ -10,6 +10,7 @@ the path) and a 429 ``Retry-After`` (when the zone lets the next request through
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 from collections.abc import Sequence
@@ -65,7 +66,17 @@ _PROBLEM_HEADERS = {
 GATEWAY_READ_ONLY = r"^/(health(/(user|order|notification))?|openapi/[a-z]+\.(yaml|json)|docs(/.*)?)$"
 
 
-def allow_map(root: Path, services: Sequence[str]) -> str:
+def document_path(package: str) -> Path:
+    """A service's public OpenAPI document, found without importing the service (the image
+    installs the services as packages; only gateway_conf is a folder next to the templates)."""
+    spec = importlib.util.find_spec(package)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    if not folders:
+        raise ValueError(f"the gateway's Allow headers need the {package} package and its openapi.yaml")
+    return Path(folders[0]) / "openapi.yaml"
+
+
+def allow_map(services: Sequence[str]) -> str:
     """``$uri`` -> the methods the public documents declare for it, for the Allow of a 405.
 
     nginx itself answers TRACE (and methods it does not parse) with 405 before any location or
@@ -73,7 +84,7 @@ def allow_map(root: Path, services: Sequence[str]) -> str:
     """
     lines = [f'        "~{GATEWAY_READ_ONLY}" "GET, HEAD";']
     for package in services:
-        document = yaml.safe_load((root / package / "openapi.yaml").read_text())
+        document = yaml.safe_load(document_path(package).read_text())
         # The gateway routes /api/ only (nginx.conf); anything else of a document is not its to answer.
         for route, item in sorted(r for r in document["paths"].items() if r[0].startswith("/api/")):
             methods = {m.upper() for m in item if m in ("get", "put", "post", "delete", "patch")}

@@ -275,7 +275,7 @@ def values(cfg: GatewayConfig) -> dict[str, str]:
         "status_listen": cfg.status_listen,
         "status_allow": status_allow,
         "error_pages": error_pages(),
-        "allow_map": allow_map(ROOT, SERVICES),
+        "allow_map": allow_map(SERVICES),
         "gateway_read_only_tail": GATEWAY_READ_ONLY.removeprefix("^"),
         "api_retry_after": str(retry_after(cfg.api_rate)),
         "login_retry_after": str(retry_after(cfg.login_rate)),
