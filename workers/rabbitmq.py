@@ -20,7 +20,7 @@ from typing import Any
 import pika
 import pika.exceptions
 import structlog
-from dramatiq import Broker, MessageProxy
+from dramatiq import MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
 from dramatiq.common import xq_name
 from dramatiq.errors import ConnectionClosed
@@ -112,8 +112,7 @@ class AnnotatingConsumer(_RabbitmqConsumer):
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
 
     def _dead_letter(self, message: MessageProxy) -> None:
-        broker: Broker = self.broker
-        record = failure_record(broker, message, self.queue_name)
+        record = failure_record(self.broker, message, self.queue_name)
         options = dead_letter_options(message.options, record)
         annotated = message._message.copy(options=options)
         # copy() merges options; the ones dropped for the dead letter must really go.
