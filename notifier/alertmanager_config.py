@@ -62,6 +62,8 @@ class AlertingSettings(BaseServiceSettings, DeliverySettings):
     alert_group_wait: str = "30s"
     alert_critical_group_wait: str = "5s"
     alert_group_interval: str = "5m"
+    # A new alert joining a critical group that was already notified waits this long.
+    alert_critical_group_interval: str = "1m"
     alert_repeat_interval: str = "4h"
     alert_critical_repeat_interval: str = "1h"
     alertmanager_resolve_timeout: str = Field(default="5m")
@@ -70,6 +72,7 @@ class AlertingSettings(BaseServiceSettings, DeliverySettings):
         "alert_group_wait",
         "alert_critical_group_wait",
         "alert_group_interval",
+        "alert_critical_group_interval",
         "alert_repeat_interval",
         "alert_critical_repeat_interval",
         "alertmanager_resolve_timeout",
@@ -179,7 +182,8 @@ def render(settings: AlertingSettings) -> dict[str, Any]:
         "route": {
             # Unknown severities land with the warnings: every alert reaches someone.
             "receiver": WARNING,
-            "group_by": ["alertname", "service"],
+            # vhost: one broker may serve several deployments (a development machine's checkouts).
+            "group_by": ["alertname", "service", "vhost"],
             "group_wait": settings.alert_group_wait,
             "group_interval": settings.alert_group_interval,
             "repeat_interval": settings.alert_repeat_interval,
@@ -188,6 +192,7 @@ def render(settings: AlertingSettings) -> dict[str, Any]:
                     "receiver": CRITICAL,
                     "matchers": ['severity="critical"'],
                     "group_wait": settings.alert_critical_group_wait,
+                    "group_interval": settings.alert_critical_group_interval,
                     "repeat_interval": settings.alert_critical_repeat_interval,
                 },
                 {"receiver": WARNING, "matchers": ['severity="warning"']},

@@ -143,6 +143,9 @@ start_all() {
     "$PY" -m notifier.alertmanager_config --out "$AM_CONFIG" || die "cannot render Alertmanager's configuration (see above)"
   )
   mkdir -p "$AM_DATA"
+  # Development: a fresh notification log, so an alert still firing when the last run stopped is
+  # notified again (Alertmanager would otherwise wait its repeat interval); silences are kept.
+  is_production || rm -f "$AM_DATA/nflog"
   launch alertmanager prometheus-alertmanager --config.file="$AM_CONFIG" --storage.path="$AM_DATA" \
     --web.listen-address=127.0.0.1:9093 --web.external-url="$AM_URL" --cluster.listen-address=
 

@@ -84,11 +84,12 @@ def test_routes_by_severity(amtool: str, tmp_path: Path, labels: list[str], expe
     assert routes_test(amtool, rendered(tmp_path, **FULL), *labels) == expected
 
 
-def test_groups_by_alert_and_service_and_pages_sooner_for_critical() -> None:
+def test_groups_by_alert_service_and_vhost_and_pages_sooner_for_critical() -> None:
     route = render(settings(**FULL))["route"]
     critical = next(r for r in route["routes"] if r["receiver"] == CRITICAL)
-    assert route["group_by"] == ["alertname", "service"]
+    assert route["group_by"] == ["alertname", "service", "vhost"]
     assert (critical["group_wait"], route["group_wait"]) == ("5s", "30s")
+    assert (critical["group_interval"], route["group_interval"]) == ("1m", "5m")
 
 
 def test_service_down_inhibits_that_services_latency_alerts() -> None:
