@@ -12,7 +12,7 @@
 # Re-running `local` is safe: it stops what it started before and starts it again.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
 local_defaults() {
@@ -57,6 +57,20 @@ stop_all() {
   for pidfile in "$RUN_DIR"/*.pid; do
     [ "$(basename "$pidfile")" = supervisord.pid ] || stop_pidfile "$pidfile"
   done
+}
+
+require_free_ports() {
+  # A process on one of our ports that is not ours (started by hand, left by a killed
+  # supervisord) would answer the readiness checks while the supervised one crash-loops on
+  # "address already in use".
+  local name url hostport holder
+  while IFS='|' read -r name url _; do
+    hostport=${url#http://}
+    hostport=${hostport%%/*}
+    port_open "${hostport%:*}" "${hostport##*:}" || continue
+    holder=$(ss -Hltnp "sport = :${hostport##*:}" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n 1)
+    die "port ${hostport##*:} (for $name) is taken by another process${holder:+ ($holder: $(tr '\0' ' ' </proc/"${holder#pid=}"/cmdline 2>/dev/null | cut -c1-100))}; stop it and retry"
+  done < <(process_table)
 }
 
 status() {
@@ -180,6 +194,7 @@ deploy_local() {
   step "stopping what a previous run started"
   mkdir -p "$RUN_DIR" "$LOG_DIR"
   stop_all
+  require_free_ports
 
   step "creating databases and applying migrations"
   LOG_FORMAT=console "$PY" -m user_api migrate
@@ -406,4 +421,5 @@ main() {
   esac
 }
 
-main "$@"
+# Sourced (the tests call its functions): define only.
+[ "${BASH_SOURCE[0]}" != "$0" ] || main "$@"

@@ -220,6 +220,22 @@ def test_deploy_stop_and_status_talk_to_supervisord(sv: Supervisor) -> None:
     assert "supervisord is not running" in status.stdout
 
 
+def test_deploy_local_refuses_a_port_that_another_process_holds(sv: Supervisor) -> None:
+    import socket
+
+    with socket.socket() as stray:
+        stray.bind(("127.0.0.1", 0))
+        stray.listen()
+        port = stray.getsockname()[1]
+        result = sv.sh(
+            f'. "{ROOT}/scripts/deploy.sh"; local_defaults; require_free_ports',
+            check=False,
+            USER_API_PORT_2=str(port),
+        )
+    assert result.returncode != 0
+    assert f"port {port} (for user_api_2) is taken by another process (pid={os.getpid()}" in result.stderr
+
+
 def test_deploy_stop_ends_the_programs_of_a_supervisord_that_was_killed(sv: Supervisor) -> None:
     # supervisord itself killed: its programs live on; their pid files say where they are.
     sv.launch("sleeper", "/bin/sh", "-c", "sleep 3600 & exec sleep 3600")
