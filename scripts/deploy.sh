@@ -63,13 +63,24 @@ require_free_ports() {
   # A process on one of our ports that is not ours (started by hand, left by a killed
   # supervisord) would answer the readiness checks while the supervised one crash-loops on
   # "address already in use".
-  local name url hostport holder
-  while IFS='|' read -r name url _; do
+  # The same program left by an earlier run (its supervisord was killed) is stopped here.
+  local name url command hostport pid cmdline _
+  while IFS='|' read -r name url command; do
     hostport=${url#http://}
     hostport=${hostport%%/*}
     port_open "${hostport%:*}" "${hostport##*:}" || continue
-    holder=$(ss -Hltnp "sport = :${hostport##*:}" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n 1)
-    die "port ${hostport##*:} (for $name) is taken by another process${holder:+ ($holder: $(tr '\0' ' ' </proc/"${holder#pid=}"/cmdline 2>/dev/null | cut -c1-100))}; stop it and retry"
+    pid=$(ss -Hltnp "sport = :${hostport##*:}" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n 1)
+    pid=${pid#pid=}
+    cmdline=$(tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null || true)
+    if [ -n "$pid" ] && [ "${cmdline% }" = "$command" ]; then
+      info "stopping $name left by an earlier run (pid $pid, not supervised)"
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 80); do port_open "${hostport%:*}" "${hostport##*:}" || continue 2; sleep 0.25; done
+      kill -KILL "$pid" 2>/dev/null || true
+      sleep 0.5
+      port_open "${hostport%:*}" "${hostport##*:}" || continue
+    fi
+    die "port ${hostport##*:} (for $name) is taken by another process${pid:+ (pid=$pid: ${cmdline:0:100})}; stop it and retry"
   done < <(process_table)
 }
 

@@ -236,6 +236,36 @@ def test_deploy_local_refuses_a_port_that_another_process_holds(sv: Supervisor) 
     assert f"port {port} (for user_api_2) is taken by another process (pid={os.getpid()}" in result.stderr
 
 
+def test_deploy_local_stops_its_own_program_left_by_an_earlier_run(sv: Supervisor) -> None:
+    port = free_port()
+    py = str(ROOT / ".venv/bin/python")
+    leftover = subprocess.Popen(  # as the process table runs it, but no supervisord above it
+        [py, "-m", "notifier.fake_provider", "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                get_health = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                get_health.close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        result = sv.sh(
+            f'. "{ROOT}/scripts/deploy.sh"; local_defaults; require_free_ports',
+            check=False,
+            FAKE_PROVIDER_PORT=str(port),
+            VENV=str(ROOT / ".venv"),
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "stopping fake_provider left by an earlier run" in result.stdout
+        assert leftover.wait(timeout=30) is not None
+    finally:
+        if leftover.poll() is None:
+            leftover.kill()
+            leftover.wait()
+
+
 def test_deploy_stop_ends_the_programs_of_a_supervisord_that_was_killed(sv: Supervisor) -> None:
     # supervisord itself killed: its programs live on; their pid files say where they are.
     sv.launch("sleeper", "/bin/sh", "-c", "sleep 3600 & exec sleep 3600")
