@@ -275,6 +275,11 @@ def test_compose_and_ci_run_the_server_series_the_tests_run_on() -> None:
     for name, wanted in SERVER_SERIES.items():
         assert series(images[name], name) == wanted, f"compose {name}: {images[name]}"
         assert series(services[name]["image"], name) == wanted, f"CI {name}: {services[name]['image']}"
+    # Any other service on one of these images (the backup's pg_dump, say) runs the same series.
+    for service, image in images.items():
+        repository = image.split("@", 1)[0].rsplit(":", 1)[0]
+        if repository in SERVER_SERIES:
+            assert series(image, repository) == SERVER_SERIES[repository], f"compose {service}: {image}"
 
 
 def test_the_servers_these_tests_use_are_that_series() -> None:
