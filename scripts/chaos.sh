@@ -92,6 +92,13 @@ export CHAOS_PROXY_URL="http://127.0.0.1:$CONTROL_PORT"
 
 step "stopping a stack that may be running"
 "$ROOT/scripts/deploy.sh" stop >>"$LOG_DIR/chaos-deploy.log" 2>&1 || true
+# Processes of a stack that was just stopped may still be draining (SHUTDOWN_DRAIN_S, requests in
+# flight): wait for the stack's fixed ports to be free rather than fail on the first look.
+for port in "${USER_API_PORT:-8081}" "${USER_API_PORT_2:-8091}" "${ORDER_API_PORT:-8082}" \
+  "${ORDER_API_PORT_2:-8092}" "${NOTIFIER_PORT:-8083}" "${SMTP_SINK_HTTP_PORT:-8025}"; do
+  for _ in $(seq 1 60); do port_open 127.0.0.1 "$port" || break; sleep 0.5; done
+  port_open 127.0.0.1 "$port" && die "port $port is still taken by another process ($(ss -Hltnp "sport = :$port" | grep -o 'pid=[0-9]*' | head -1)); is another stack running outside the lock?"
+done
 
 step "the suite's SMTP sink (:${SMTP_SINK_HTTP_PORT:-8025}, $CHAOS_MAILDIR) behind its SMTP front (451/550 on demand)"
 rm -rf "$CHAOS_MAILDIR"
