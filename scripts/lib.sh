@@ -212,7 +212,8 @@ sv_shutdown() {
   local pid _
   pid=$(cat "$RUN_DIR/supervisord.pid" 2>/dev/null || true)
   if [ -n "$pid" ]; then
-    for _ in $(seq 1 240); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    # Each program has stopwaitsecs (20 s) to finish; they stop one priority after another.
+    for _ in $(seq 1 480); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
   fi
   rm -f "$SUPERVISOR_SOCK"
 }
