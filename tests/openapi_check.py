@@ -7,6 +7,7 @@ be documented for that path and method, so the document cannot drift from the co
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +149,25 @@ class CheckedClient:
 
     async def delete(self, path: str, **kwargs: Any) -> ClientResponse:
         return await self.request("DELETE", path, **kwargs)
+
+
+async def assert_auth_is_as_documented(client: CheckedClient, path: Path) -> None:
+    """Every operation that the document says needs the bearer token answers 401 without one and
+    with a forged one; every operation it declares public (``security: []``) never asks for one.
+    (schemathesis' ignored_auth checks the same through the gateway.)"""
+    document = yaml.safe_load(path.read_text())
+    default = document.get("security", [])
+    forged = "Bearer eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    for route, item in document["paths"].items():
+        concrete = re.sub(r"\{[^}]+\}", "00000000-0000-4000-8000-000000000000", route)
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            secured = bool(operation.get("security", default))
+            for headers in ({}, {"Authorization": forged}):
+                response = await client.request(method.upper(), concrete, headers=headers)
+                if secured:
+                    assert response.status == 401, f"{method.upper()} {route} without a valid token"
+                    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+                else:
+                    assert response.status != 401, f"{method.upper()} {route} is documented as public"

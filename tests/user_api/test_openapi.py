@@ -20,6 +20,7 @@ from common.pagination import PageQuery
 from tests.openapi_check import (
     CheckedClient,
     app_operations,
+    assert_auth_is_as_documented,
     documented_operations,
     model_query_parameters,
     query_parameters,
@@ -45,6 +46,11 @@ async def test_every_route_is_documented_once_and_nothing_else(client: CheckedCl
     assert app_operations(client.app) == public | instance
     # The public document is what the gateway routes: the API, nothing of the instance's own.
     assert all(route.startswith("/api/") for _, route in public)
+
+
+async def test_the_token_is_required_exactly_where_the_document_says(client: CheckedClient) -> None:
+    await assert_auth_is_as_documented(client, OPENAPI_PATH)
+    await assert_auth_is_as_documented(client, INSTANCE_DOCUMENT)
 
 
 def test_the_schemas_are_what_the_models_generate() -> None:
