@@ -83,6 +83,10 @@ def test_object_level_authorization_through_the_gateway(
 
 
 def _restart(name: str, pid: int, cmdline: list[str]) -> None:
+    if (RUN_DIR / "supervisor.sock").exists():
+        # supervisord restarts it by itself; a second copy started here would hold the port
+        # and outlive `deploy.sh stop` (supervisord does not know it).
+        return
     log = open(ROOT / "var" / "log" / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
     child = subprocess.Popen(cmdline, cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
     (RUN_DIR / f"{name}.pid").write_text(f"{child.pid}\n")
