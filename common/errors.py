@@ -182,9 +182,15 @@ def _classify(exc: BaseException) -> str | None:
         return exc.dependency or "dependency"
     if isinstance(exc, BreakerOpen):
         return exc.name
-    if isinstance(exc, _POSTGRES_TRANSIENT) or type(exc) is asyncpg.InterfaceError:
-        # A bare InterfaceError is "connection is closed" / "pool is closing"; its subclasses
-        # (DataError, client configuration) are our own mistakes and stay 500.
+    if (
+        isinstance(exc, _POSTGRES_TRANSIENT)
+        or type(exc) is asyncpg.InterfaceError
+        or isinstance(exc, asyncpg.exceptions.InternalClientError)
+    ):
+        # A bare InterfaceError is "connection is closed" / "pool is closing"; InternalClientError
+        # is the protocol state a connection is left in when the server dies mid-query ("cannot
+        # switch to state 15; another operation is in progress", seen when PostgreSQL crashed).
+        # The other subclasses (DataError, client configuration) are our own mistakes: 500.
         return "postgresql"
     if isinstance(exc, _REDIS_TRANSIENT):
         return "redis"

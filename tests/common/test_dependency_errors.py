@@ -89,6 +89,12 @@ DEPENDENCY_FAILURES: dict[str, tuple[Callable[[], BaseException], str]] = {
     ),
     "pg PostgresIOError": (lambda: _pg(asyncpg.exceptions.PostgresIOError), "postgresql"),
     "pg InterfaceError (pool is closing)": (lambda: asyncpg.InterfaceError("pool is closing"), "postgresql"),
+    "pg InternalClientError (server died mid-query)": (
+        lambda: asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 15; another operation (2) is in progress"
+        ),
+        "postgresql",
+    ),
     # redis-py
     "redis ConnectionError": (lambda: redis.exceptions.ConnectionError("refused"), "redis"),
     "redis TimeoutError": (lambda: redis.exceptions.TimeoutError("Timeout reading"), "redis"),
