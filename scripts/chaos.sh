@@ -101,8 +101,9 @@ for port in "${USER_API_PORT:-8081}" "${USER_API_PORT_2:-8091}" "${ORDER_API_POR
 done
 
 step "the suite's SMTP sink (:${SMTP_SINK_HTTP_PORT:-8025}, $CHAOS_MAILDIR) behind its SMTP front (451/550 on demand)"
+# The sink creates the Maildir (tmp/, new/, cur/) only where no folder exists yet.
 rm -rf "$CHAOS_MAILDIR"
-mkdir -p "$CHAOS_MAILDIR"
+mkdir -p "$(dirname "$CHAOS_MAILDIR")"
 "$PY" -m notifier.smtp_sink --port "$SINK_SMTP_PORT" --http-port "${SMTP_SINK_HTTP_PORT:-8025}" \
   --maildir "$CHAOS_MAILDIR" >>"$LOG_DIR/chaos-smtp-sink.log" 2>&1 &
 sink_pid=$!

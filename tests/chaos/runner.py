@@ -137,7 +137,7 @@ async def run_phase(fault: Fault, ctx: Context, load: LoadClient, backlog: stack
         if not backlog.samples:
             return False
         at, outbox, queued = backlog.samples[-1]
-        return at > healed and outbox <= max(base_outbox, 5) and 0 <= queued <= max(base_queue, 20)
+        return at > healed and 0 <= outbox <= max(base_outbox, 5) and 0 <= queued <= max(base_queue, 20)
 
     if await stack.wait_until(drained, DRAIN_TIMEOUT_S) is not None:
         result.drained_s = time.monotonic() - healed

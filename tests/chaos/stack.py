@@ -125,15 +125,19 @@ class Backlog:
             return -1
 
     async def sample_forever(self, session: aiohttp.ClientSession, interval_s: float = 0.5) -> None:
-        conn = await asyncpg.connect(self.orders_dsn)
-        try:
-            while True:
+        # Reconnects: the PostgreSQL crash fault takes this connection down too.
+        conn: asyncpg.Connection | None = None
+        while True:
+            try:
+                if conn is None or conn.is_closed():
+                    conn = await asyncpg.connect(self.orders_dsn, timeout=3)
                 outbox = await self.outbox(conn)
-                queued = await self.queued(session)
-                self.samples.append((time.monotonic(), outbox, queued))
-                await asyncio.sleep(interval_s)
-        finally:
-            await conn.close()
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                conn = None
+                outbox = -1
+            queued = await self.queued(session)
+            self.samples.append((time.monotonic(), outbox, queued))
+            await asyncio.sleep(interval_s)
 
     def peak(self, start: float, end: float) -> tuple[int, int]:
         window = [(o, q) for at, o, q in self.samples if start <= at <= end]
