@@ -220,6 +220,25 @@ def test_deploy_stop_and_status_talk_to_supervisord(sv: Supervisor) -> None:
     assert "supervisord is not running" in status.stdout
 
 
+# Every port of deploy.sh's process table, on free ports: a stack running on this machine (the
+# README's `deploy.sh local`, then `test.sh`) holds the fixed ones.
+TABLE_PORTS = (
+    "SMTP_PORT",
+    "SMTP_SINK_HTTP_PORT",
+    "FAKE_PROVIDER_PORT",
+    "USER_API_PORT",
+    "USER_API_PORT_2",
+    "ORDER_API_PORT",
+    "ORDER_API_PORT_2",
+    "NOTIFIER_PORT",
+    "WORKERS_METRICS_PORT",
+)
+
+
+def free_table_ports() -> dict[str, str]:
+    return {name: str(free_port()) for name in TABLE_PORTS}
+
+
 def test_deploy_local_refuses_a_port_that_another_process_holds(sv: Supervisor) -> None:
     import socket
 
@@ -230,7 +249,7 @@ def test_deploy_local_refuses_a_port_that_another_process_holds(sv: Supervisor) 
         result = sv.sh(
             f'. "{ROOT}/scripts/deploy.sh"; local_defaults; require_free_ports',
             check=False,
-            USER_API_PORT_2=str(port),
+            **{**free_table_ports(), "USER_API_PORT_2": str(port)},
         )
     assert result.returncode != 0
     assert f"port {port} (for user_api_2) is taken by another process (pid={os.getpid()}" in result.stderr
@@ -254,7 +273,7 @@ def test_deploy_local_stops_its_own_program_left_by_an_earlier_run(sv: Superviso
         result = sv.sh(
             f'. "{ROOT}/scripts/deploy.sh"; local_defaults; require_free_ports',
             check=False,
-            FAKE_PROVIDER_PORT=str(port),
+            **{**free_table_ports(), "FAKE_PROVIDER_PORT": str(port)},
             VENV=str(ROOT / ".venv"),
         )
         assert result.returncode == 0, result.stdout + result.stderr
