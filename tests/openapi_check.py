@@ -18,7 +18,7 @@ from openapi_core import Config, OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 from pydantic import BaseModel
 
-from common.openapi import INSTANCE_DOCUMENT
+from common.openapi import INSTANCE_DOCUMENT, load
 
 UNDOCUMENTED_METHODS = {"HEAD", "OPTIONS"}
 
@@ -171,3 +171,53 @@ async def assert_auth_is_as_documented(client: CheckedClient, path: Path) -> Non
                     assert response.headers["WWW-Authenticate"].startswith("Bearer")
                 else:
                     assert response.status != 401, f"{method.upper()} {route} is documented as public"
+
+
+# The contract tests every service runs on its own document (tests/*/test_openapi.py).
+
+
+def assert_routes_documented_once(client: CheckedClient, path: Path) -> None:
+    """Public and instance documents split the app's routes between them, and list nothing else."""
+    public, instance = documented_operations(path), documented_operations(INSTANCE_DOCUMENT)
+    assert not public & instance
+    assert app_operations(client.app) == public | instance
+    # The public document is what the gateway routes: the API, nothing of the instance's own.
+    assert all(route.startswith("/api/") for _, route in public)
+
+
+async def assert_token_required_as_documented(client: CheckedClient, path: Path) -> None:
+    await assert_auth_is_as_documented(client, path)
+    await assert_auth_is_as_documented(client, INSTANCE_DOCUMENT)
+
+
+def assert_operations_described(path: Path) -> None:
+    """Every operation has a unique operationId, a summary, and examples of its body and answer."""
+    document = load(path)
+    ids = []
+    for item in document["paths"].values():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            ids.append(operation["operationId"])
+            assert operation["summary"]
+            body = operation.get("requestBody")
+            if body:
+                media = body["content"]["application/json"]
+                assert "example" in media or "examples" in media, operation["operationId"]
+            success = next(r for status, r in operation["responses"].items() if status.startswith("2"))
+            for media in success.get("content", {}).values():
+                assert "example" in media or "examples" in media, operation["operationId"]
+    assert len(ids) == len(set(ids))
+
+
+async def assert_documents_served(client: CheckedClient, path: Path) -> None:
+    """Both documents, as YAML and as JSON, are the files in the repository."""
+    for prefix, document in (("/openapi", path), ("/openapi/instance", INSTANCE_DOCUMENT)):
+        expected = load(document)
+        as_yaml = await client.get(f"{prefix}.yaml")
+        assert as_yaml.status == 200
+        assert as_yaml.content_type == "application/yaml"
+        assert yaml.safe_load(await as_yaml.text()) == expected
+        as_json = await client.get(f"{prefix}.json")
+        assert as_json.content_type == "application/json"
+        assert json.loads(await as_json.text()) == expected
