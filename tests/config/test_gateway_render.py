@@ -8,6 +8,7 @@ import re
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -279,7 +280,12 @@ def test_gateway_sh_starts_reloads_reports_and_stops(nginx_bin: str, tmp_path: P
         assert "reloaded" in reloaded.stdout
         assert (tmp_path / "gw/nginx.pid").read_text().strip() == pid
 
+        # supervisord says STARTING until the program has stayed up for its startsecs.
+        deadline = time.monotonic() + 30
         status = run_gateway_sh("status", tmp_path, ports)
+        while status.returncode != 0 and "STARTING" in status.stdout and time.monotonic() < deadline:
+            time.sleep(0.5)
+            status = run_gateway_sh("status", tmp_path, ports)
         assert status.returncode == 0, status.stdout
         assert f"running (pid {pid}, supervised)" in status.stdout
         # Nothing listens behind it here: the services' health is reported as failing.
