@@ -107,7 +107,9 @@ def short_rules() -> dict[str, Any]:
     for group in rules["groups"]:
         for rule in group["rules"]:
             if "for" in rule:
-                rule["for"] = "2s"
+                # absent(up{job=...}) holds until the first scrape lands, which a loaded CI machine
+                # can delay past 2 s: TargetMissing gets room for it, or order_api's would fire too.
+                rule["for"] = "15s" if rule.get("alert") == "TargetMissing" else "2s"
     return dict(rules)
 
 
