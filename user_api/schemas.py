@@ -37,7 +37,7 @@ PHONE_PATTERN = r"^[\s().-]*\+[\s().-]*[1-9](?:[\s().-]*[0-9]){6,14}[\s().-]*$"
 # local part of at most 64 characters and three dots, up to five labels without "--", and a
 # top-level domain of letters that email-validator does not refuse as special-use; white space
 # around it is dropped. Every address it matches also passes email-validator
-# (service.normalise_email), which tests/user_api/test_openapi.py checks.
+# (service.normalise_email), which tests/integration/user_api/test_openapi.py checks.
 SPECIAL_USE_TLDS = ("arpa", "invalid", "local", "localhost", "onion", "test")
 _ATOM = "[A-Za-z0-9_%+-]"
 _LOCAL = (

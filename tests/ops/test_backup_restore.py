@@ -35,7 +35,7 @@ from order_api.app import create_app as create_order_app
 from order_api.processing import process_order_created
 from order_api.settings import Settings as OrderSettings
 from tests.conftest import PG_HOST, PG_PASSWORD, PG_PORT, PG_USER, pg_dsn
-from tests.order_api.conftest import order_body
+from tests.integration.order_api.conftest import order_body
 from user_api.app import MIGRATIONS as USER_MIGRATIONS
 from user_api.app import create_app as create_user_app
 from user_api.settings import Settings as UserSettings

@@ -1,0 +1,328 @@
+"""common.outbox_relay against real PostgreSQL and RabbitMQ (through a proxy that can cut it off)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from prometheus_client import REGISTRY
+
+from common.amqp import AmqpUnavailable, ConfirmingPublisher
+from common.db import PG_POOL
+from common.events import ORDER_STATUS_CHANGED, message_id_for
+from common.outbox import add_event
+from common.outbox_relay import OutboxRelay
+from order_api.app import create_app
+from order_api.settings import Settings
+from tests.conftest import pg_dsn
+from tests.integration.order_api.broker_tools import QueueReader, TcpProxy, eventually
+from tests.integration.order_api.conftest import SPEC, User, override, place
+from tests.integration.workers.management import queue_info, scratch_vhost
+from tests.openapi_check import CheckedClient
+from workers import queues
+
+NewUser = Callable[..., User]
+MakeClient = Callable[..., Any]
+
+
+@pytest.fixture
+async def reader(orders_vhost: str) -> AsyncIterator[QueueReader]:
+    queue_reader = QueueReader(orders_vhost)
+    await queue_reader.open(purge=True)
+    yield queue_reader
+    await queue_reader.close()
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[TcpProxy]:
+    tcp_proxy = TcpProxy()
+    yield tcp_proxy
+    await tcp_proxy.stop()
+
+
+@pytest.fixture
+def relay_client(aiohttp_client: Any, settings: Settings, orders_vhost: str) -> MakeClient:
+    """An order_api with its relay running, against the test vhost (through ``port``)."""
+
+    async def make(port: int = 5672, **overrides: Any) -> CheckedClient:
+        changes: dict[str, Any] = {
+            "outbox_relay_enabled": True,
+            "rabbitmq_vhost": orders_vhost,
+            "rabbitmq_port": port,
+            "outbox_poll_interval_s": 0.5,
+            "outbox_max_backoff_s": 0.5,
+        }
+        relay_settings = override(settings, **{**changes, **overrides})
+        return CheckedClient(await aiohttp_client(create_app(relay_settings)), SPEC)
+
+    return make
+
+
+def _amqp_url(vhost: str) -> str:
+    return f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+
+
+async def _outbox(client: CheckedClient) -> list[asyncpg.Record]:
+    return list(
+        await client.app[PG_POOL].fetch(
+            "SELECT event_id::text AS event_id, aggregate_id, payload::text AS payload,"
+            " published_at, attempts, last_error FROM outbox_events ORDER BY id"
+        )
+    )
+
+
+def _gauge(name: str, service: str = "order_api") -> float | None:
+    return REGISTRY.get_sample_value(name, {"service": service})
+
+
+async def test_an_order_reaches_both_queues_as_dramatiq_messages_woken_by_notify(
+    relay_client: MakeClient, reader: QueueReader, new_user: NewUser
+) -> None:
+    # Polling once a minute: only LISTEN/NOTIFY can deliver within the wait below.
+    client = await relay_client(outbox_poll_interval_s=60)
+    await asyncio.sleep(0.3)  # let the relay finish its start-up pass and listen
+    order = await place(client, new_user())
+    await reader.wait_for("orders", 1, timeout_s=10)
+    await reader.wait_for("notifications", 1, timeout_s=10)
+    [row] = await _outbox(client)
+    event = json.loads(row["payload"])
+    for queue, actor in (("orders", "orders.process"), ("notifications", "notifications.fanout")):
+        [message] = reader.messages[queue]
+        assert (message.queue_name, message.actor_name) == (queue, actor)
+        assert list(message.args) == [event]
+        assert message.message_id == message_id_for(event["event_id"], actor)
+        assert message.options["trace_id"] == event["trace_id"]
+        assert reader.properties[queue][0].delivery_mode == 2  # persistent
+    assert event["data"]["order"]["id"] == order["id"]
+    assert row["published_at"] is not None
+    assert (row["attempts"], row["last_error"]) == (1, None)
+
+
+async def test_with_rabbitmq_unreachable_orders_are_accepted_and_delivered_once_it_is_back(
+    relay_client: MakeClient, reader: QueueReader, proxy: TcpProxy, new_user: NewUser
+) -> None:
+    client = await relay_client(port=proxy.port)  # nothing listens there yet
+    user = new_user()
+    orders = [await place(client, user) for _ in range(3)]
+    assert (await client.delete(f"/api/orders/{orders[0]['id']}", headers=user.auth)).status == 200
+
+    async def backlog_is_exported() -> bool:
+        return _gauge("outbox_backlog_events") == 4
+
+    await eventually(backlog_is_exported, timeout_s=10)
+    age = _gauge("outbox_oldest_event_age_seconds")
+    assert age is not None
+    assert age > 0
+    assert all(row["published_at"] is None for row in await _outbox(client))
+
+    await proxy.start()
+    await reader.wait_for("notifications", 4)
+    await reader.wait_for("orders", 3)
+    await asyncio.sleep(1.0)  # anything published twice would arrive by now
+    await reader.drain()
+    outbox_ids = [row["event_id"] for row in await _outbox(client)]
+    assert sorted(reader.event_ids("notifications")) == sorted(outbox_ids)
+    assert sorted(reader.event_ids("orders")) == sorted(
+        outbox_ids[:3]
+    )  # order.cancelled is not for orders.process
+    types_of_first = [
+        m.args[0]["event_type"]
+        for m in reader.messages["notifications"]
+        if m.args[0]["data"]["order"]["id"] == orders[0]["id"]
+    ]
+    assert types_of_first == ["order.created", "order.cancelled"]
+
+    async def backlog_is_empty() -> bool:
+        return _gauge("outbox_backlog_events") == 0
+
+    await eventually(backlog_is_empty, timeout_s=10)
+
+
+async def test_a_lost_broker_connection_is_re_established_and_nothing_is_lost(
+    relay_client: MakeClient, reader: QueueReader, proxy: TcpProxy, new_user: NewUser
+) -> None:
+    await proxy.start()
+    client = await relay_client(port=proxy.port)
+    user = new_user()
+    await place(client, user)
+    await reader.wait_for("orders", 1)
+    await proxy.stop()
+    later = [await place(client, user) for _ in range(2)]
+    await asyncio.sleep(0.5)
+    await reader.drain()
+    assert len(reader.messages["orders"]) == 1
+    await proxy.start()
+    await reader.wait_for("orders", 3)
+    await asyncio.sleep(1.0)
+    await reader.drain()
+    delivered_orders = [m.args[0]["data"]["order"]["id"] for m in reader.messages["orders"]]
+    assert len(delivered_orders) == 3
+    assert set(delivered_orders[1:]) == {o["id"] for o in later}
+    assert len(set(reader.event_ids("notifications"))) == len(reader.messages["notifications"]) == 3
+
+
+async def _add_events(pool: asyncpg.Pool, aggregates: int, per_aggregate: int) -> list[str]:
+    """Events of several aggregates, interleaved as concurrent orders would write them."""
+    event_ids = []
+    for seq in range(per_aggregate):
+        for aggregate in range(aggregates):
+            async with pool.acquire() as conn, conn.transaction():
+                event = await add_event(
+                    conn, ORDER_STATUS_CHANGED, f"agg-{aggregate}", {"seq": seq}, producer="test"
+                )
+            event_ids.append(event["event_id"])
+    return event_ids
+
+
+def _relay(pool: asyncpg.Pool, vhost: str, dsn: str, service: str, **options: Any) -> OutboxRelay:
+    return OutboxRelay(
+        pool, ConfirmingPublisher(_amqp_url(vhost)), service=service, listen_dsn=dsn, **options
+    )
+
+
+async def test_two_relays_publish_every_event_once_and_in_order_per_aggregate(
+    client: CheckedClient, reader: QueueReader, orders_vhost: str, settings: Settings
+) -> None:
+    pool = client.app[PG_POOL]
+    event_ids = await _add_events(pool, aggregates=20, per_aggregate=8)
+    dsn = pg_dsn(settings.order_db_name)
+    relays = [
+        _relay(pool, orders_vhost, dsn, service, batch_size=5, poll_interval_s=0.2)
+        for service in ("t_two_a", "t_two_b")
+    ]
+    for relay in relays:
+        relay.start()
+    try:
+        await reader.wait_for("notifications", len(event_ids), timeout_s=30)
+        await asyncio.sleep(0.5)
+        await reader.drain()
+    finally:
+        for relay in relays:
+            await relay.stop()
+    delivered = reader.event_ids("notifications")
+    assert sorted(delivered) == sorted(event_ids)  # each exactly once
+    sequences: dict[str, list[int]] = {}
+    rows = await pool.fetch("SELECT event_id::text AS event_id, aggregate_id FROM outbox_events")
+    aggregate_of = {row["event_id"]: row["aggregate_id"] for row in rows}
+    for message in reader.messages["notifications"]:
+        event = message.args[0]
+        sequences.setdefault(aggregate_of[event["event_id"]], []).append(event["data"]["seq"])
+    assert all(seqs == list(range(8)) for seqs in sequences.values()), sequences
+    published = [
+        REGISTRY.get_sample_value(
+            "outbox_events_published_total", {"service": service, "event_type": ORDER_STATUS_CHANGED}
+        )
+        or 0
+        for service in ("t_two_a", "t_two_b")
+    ]
+    assert sum(published) == len(event_ids)
+    assert all(count > 0 for count in published), published  # both relays really worked
+
+
+async def test_a_later_event_waits_while_an_earlier_one_of_its_aggregate_is_held(
+    client: CheckedClient, reader: QueueReader, orders_vhost: str, settings: Settings
+) -> None:
+    pool = client.app[PG_POOL]
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            first = await add_event(conn, ORDER_STATUS_CHANGED, "order-x", {"seq": 1}, producer="test")
+        async with conn.transaction():
+            second = await add_event(conn, ORDER_STATUS_CHANGED, "order-x", {"seq": 2}, producer="test")
+        async with conn.transaction():
+            other = await add_event(conn, ORDER_STATUS_CHANGED, "order-y", {"seq": 1}, producer="test")
+    dsn = pg_dsn(settings.order_db_name)
+    relay = _relay(pool, orders_vhost, dsn, "t_hold")
+    # Another relay is busy with the first event: it holds its row lock.
+    holder = await asyncpg.connect(dsn)
+    held = holder.transaction()
+    await held.start()
+    await holder.execute("SELECT 1 FROM outbox_events WHERE event_id = $1 FOR UPDATE", first["event_id"])
+    try:
+        assert await relay.publish_pending() == 1
+        await reader.drain()
+        assert reader.event_ids("notifications") == [other["event_id"]]
+    finally:
+        await held.rollback()
+        await holder.close()
+    assert await relay.publish_pending() == 2
+    await reader.drain()
+    await relay.stop()
+    assert reader.event_ids("notifications") == [other["event_id"], first["event_id"], second["event_id"]]
+
+
+async def test_an_unroutable_event_is_recorded_and_published_after_the_queue_is_declared_again(
+    client: CheckedClient, reader: QueueReader, orders_vhost: str, settings: Settings
+) -> None:
+    pool = client.app[PG_POOL]
+    relay = _relay(pool, orders_vhost, pg_dsn(settings.order_db_name), "t_unroutable")
+    assert await relay.publish_pending() == 0  # connects and declares the queues
+    await reader.close()
+    deleter = QueueReader(orders_vhost)
+    await deleter.open(purge=False)
+    assert deleter._channel is not None
+    await deleter._channel.queue_delete("notifications")
+    await deleter.close()
+    async with pool.acquire() as conn, conn.transaction():
+        event = await add_event(conn, ORDER_STATUS_CHANGED, "order-z", {"seq": 1}, producer="test")
+
+    assert await relay.publish_pending() == 0
+    row = await pool.fetchrow("SELECT published_at, attempts, last_error FROM outbox_events")
+    assert row["published_at"] is None
+    assert row["attempts"] == 1
+    assert "NO_ROUTE" in row["last_error"]
+
+    assert await relay.publish_pending() == 1
+    await relay.stop()
+    row = await pool.fetchrow("SELECT published_at, attempts, last_error FROM outbox_events")
+    assert row["published_at"] is not None
+    assert (row["attempts"], row["last_error"]) == (2, None)
+    again = QueueReader(orders_vhost, ("notifications",))
+    await again.open(purge=False)
+    await again.drain()
+    await again.close()
+    assert again.event_ids("notifications") == [event["event_id"]]
+
+
+def _declare_classic_queues(vhost: str) -> None:
+    """The queues as every earlier version declared them: Dramatiq's stock broker, classic."""
+    broker = RabbitmqBroker(url=_amqp_url(vhost))
+    try:
+        for queue in ("orders", "notifications"):
+            broker.declare_queue(queue, ensure=True)
+    finally:
+        broker.close()
+
+
+async def test_with_classic_queues_events_wait_in_the_outbox_until_the_queues_are_migrated(
+    client: CheckedClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = client.app[PG_POOL]
+    async with pool.acquire() as conn, conn.transaction():
+        event = await add_event(conn, ORDER_STATUS_CHANGED, "order-m", {"seq": 1}, producer="test")
+    with scratch_vhost("relay_classic") as vhost:
+        await asyncio.to_thread(_declare_classic_queues, vhost)
+        relay = _relay(pool, vhost, pg_dsn(settings.order_db_name), "t_classic")
+        try:
+            # The relay refuses to redeclare them (PRECONDITION_FAILED) and says what to run.
+            with pytest.raises(AmqpUnavailable, match=r"python -m workers\.queues migrate"):
+                await relay.publish_pending()
+            row = await pool.fetchrow("SELECT published_at FROM outbox_events")
+            assert row["published_at"] is None
+
+            monkeypatch.setenv("RABBITMQ_VHOST", vhost)
+            assert await asyncio.to_thread(queues.main, ["migrate"]) == 0
+
+            assert await relay.publish_pending() == 1
+        finally:
+            await relay.stop()
+        assert queue_info(vhost, "notifications")["type"] == "quorum"
+        reader = QueueReader(vhost, ("notifications",))
+        await reader.open(purge=False)
+        await reader.drain()
+        await reader.close()
+        assert reader.event_ids("notifications") == [event["event_id"]]
