@@ -13,7 +13,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from common.errors import DependencyUnavailable, Forbidden, Unauthenticated
-from common.jwt import Caller, RevocationCheck, TokenVerifier
+from common.jwt import Caller, RevocationCheck, TokenVerifier, load_public_key
+from common.settings import JwtSettings
 
 TOKEN_VERIFIER: web.AppKey[TokenVerifier] = web.AppKey("token_verifier", TokenVerifier)
 CALLER: web.RequestKey[Caller] = web.RequestKey("caller", Caller)
@@ -37,6 +38,21 @@ def redis_revocation_check(redis: Callable[[], Redis]) -> RevocationCheck:
         return int(found) > 0
 
     return is_revoked
+
+
+def token_verifier(settings: JwtSettings, *, production: bool, redis: Callable[[], Redis]) -> TokenVerifier:
+    """The one way every service builds its verifier; call it in ``create_app``.
+
+    The key is read at build time: a missing or wrong key stops start-up at once, by name,
+    instead of failing every request. ``redis`` is called per check, so the client may be
+    opened later by a cleanup context (or handed in by a test).
+    """
+    return TokenVerifier(
+        load_public_key(settings, production=production),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        is_revoked=redis_revocation_check(redis),
+    )
 
 
 def bearer_token(request: web.Request) -> str:

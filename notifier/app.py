@@ -1,63 +1,58 @@
-"""create_app(settings): the notification service as an aiohttp application."""
+"""create_app(settings): the notification service as an aiohttp application.
+
+Every resource can be handed in (a test's rolled-back connection, a stand-in queue): what is
+passed is used as is and never opened or closed here; what is not is opened by a cleanup
+context, as in production.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import aiohttp
 import asyncpg
 import structlog
 from aiohttp import web
+from redis.asyncio import Redis
 
-from common.auth import TOKEN_VERIFIER, redis_revocation_check
-from common.db import PG_POOL, pg_pool_ctx
+from common.auth import TOKEN_VERIFIER, token_verifier
+from common.contexts import PG_POOL, REDIS, pg_pool_ctx, redis_ctx
 from common.health import Degraded, add_health_check
-from common.jwt import TokenVerifier, load_public_key
-from common.redis import REDIS, redis_ctx
 from common.types import CleanupCtx
 from common.web import base_application
+from notifier.deps import MIGRATIONS, build_deps
 from notifier.held import TemplateWatcher
 from notifier.queue import DeliveryQueue
 from notifier.routes import setup_routes
-from notifier.service import Deps
 from notifier.settings import NotifierSettings
 from notifier.state import DEPS, SETTINGS
 from notifier.templates import TemplateRenderer
-from notifier.users import UserDirectory
 
-MIGRATIONS = [("notifier", Path(__file__).parent / "sql")]
+__all__ = ["MIGRATIONS", "create_app", "watcher_for"]
 log = structlog.get_logger(__name__)
 
 
-def _deps_ctx(settings: NotifierSettings) -> CleanupCtx:
+def _deps_ctx(settings: NotifierSettings, given_queue: DeliveryQueue | None) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        public_key = load_public_key(settings, production=settings.is_production)
-        redis = app[REDIS]
-        app[TOKEN_VERIFIER] = TokenVerifier(
-            public_key,
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-            is_revoked=redis_revocation_check(lambda: redis),
-        )
-        queue = DeliveryQueue(settings.amqp_url)
-        try:
-            await queue.check()
-        except Exception as exc:  # start anyway: reads work, and readiness names the broker
-            log.warning("rabbitmq_unavailable_at_start", error=str(exc))
-        add_health_check(app, "rabbitmq", queue.check)
-        async with aiohttp.ClientSession() as session:
-            users = UserDirectory(
-                session, settings.user_service_url, timeout_s=settings.user_service_timeout_s
-            )
+        async with contextlib.AsyncExitStack() as stack:
+            queue = given_queue
+            if queue is None:
+                queue = DeliveryQueue(settings.amqp_url)
+                stack.push_async_callback(queue.close)
+                try:
+                    await queue.check()
+                except Exception as exc:  # start anyway: reads work, and readiness names the broker
+                    log.warning("rabbitmq_unavailable_at_start", error=str(exc))
+            add_health_check(app, "rabbitmq", queue.check)
+            session = await stack.enter_async_context(aiohttp.ClientSession())
             renderer = TemplateRenderer(settings.templates_dir)
-            app[DEPS] = Deps(app[PG_POOL], renderer, queue, users)
+            app[DEPS] = build_deps(settings, app[PG_POOL], renderer, queue, session)
             add_health_check(app, "templates", _templates_check(renderer))
             watcher = watcher_for(settings, renderer, app[PG_POOL], queue)
             watcher.start()
+            stack.push_async_callback(watcher.stop)
             yield
-            await watcher.stop()
-        await queue.close()
 
     return ctx
 
@@ -90,18 +85,33 @@ def _templates_check(renderer: TemplateRenderer) -> Callable[[], Awaitable[None]
     return check
 
 
-def create_app(settings: NotifierSettings) -> web.Application:
+def create_app(
+    settings: NotifierSettings,
+    *,
+    pool: asyncpg.Pool | None = None,
+    redis: Redis | None = None,
+    queue: DeliveryQueue | None = None,
+) -> web.Application:
     app = base_application("notifier")
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(
-        pg_pool_ctx(
-            settings,
-            settings.notification_db_name,
-            migrations=MIGRATIONS,
-            create_database=not settings.is_production,
-        )
+    app[TOKEN_VERIFIER] = token_verifier(
+        settings, production=settings.is_production, redis=lambda: app[REDIS]
     )
-    app.cleanup_ctx.append(redis_ctx(settings))
-    app.cleanup_ctx.append(_deps_ctx(settings))
+    if pool is None:
+        app.cleanup_ctx.append(
+            pg_pool_ctx(
+                settings,
+                settings.notification_db_name,
+                migrations=MIGRATIONS,
+                create_database=not settings.is_production,
+            )
+        )
+    else:
+        app[PG_POOL] = pool
+    if redis is None:
+        app.cleanup_ctx.append(redis_ctx(settings))
+    else:
+        app[REDIS] = redis
+    app.cleanup_ctx.append(_deps_ctx(settings, queue))
     setup_routes(app)
     return app

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-import bcrypt
 from redis.asyncio import Redis
 
 from common.db import create_pool
@@ -13,28 +12,20 @@ from common.jwt import load_private_key
 from common.migrations import ensure_database, migrate_dsn
 from common.redis import make_redis
 from user_api import service
+from user_api.deps import MIGRATIONS, build_deps
 from user_api.settings import Settings
-from user_api.tokens import TokenService
 
 
 async def create_admin(settings: Settings, email: str, password: str, name: str) -> int:
-    from user_api.app import MIGRATIONS
-
     if not settings.is_production:
         await ensure_database(settings.dsn_for("postgres"), settings.user_db_name)
     await migrate_dsn(settings.dsn, MIGRATIONS)
     pool = await create_pool(settings.dsn, min_size=1, max_size=2)
     redis: Redis = make_redis(settings)
     try:
-        tokens = TokenService(
-            redis,
-            load_private_key(settings, production=settings.is_production),
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-            access_ttl_s=settings.access_token_ttl_s,
-            refresh_ttl_s=settings.refresh_token_ttl_s,
+        deps = build_deps(
+            settings, pool, redis, load_private_key(settings, production=settings.is_production)
         )
-        deps = service.Deps(pool, redis, tokens, settings, bcrypt.hashpw(b"x", bcrypt.gensalt(4)))
         try:
             user, created = await service.create_admin(deps, email, password, name)
         except AppError as exc:

@@ -16,7 +16,6 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -27,21 +26,18 @@ from dramatiq import Broker, Middleware, Worker
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import MiddlewareError
 
-import notifier
 from common.db import create_pool
 from common.logging import configure_logging
 from common.migrations import ensure_database, migrate_dsn
-from notifier.channels.email import EmailSender
-from notifier.channels.push import PushSender
-from notifier.channels.sms import SmsSender
 from notifier.delivery import DeliveryDeps
+from notifier.deps import MIGRATIONS as NOTIFIER_MIGRATIONS
+from notifier.deps import build_delivery_deps
 from notifier.held import Enqueue, TemplateWatcher
 from notifier.templates import TemplateRenderer
 from workers.settings import WorkerSettings
 
 log = structlog.get_logger(__name__)
 DUPLICATE_SIGTERM_WINDOW_S = 5.0
-NOTIFIER_MIGRATIONS = [("notifier", Path(notifier.__file__).parent / "sql")]
 
 
 class ResourcesUnavailable(MiddlewareError):
@@ -85,16 +81,7 @@ async def open_resources(settings: WorkerSettings) -> Resources:
     )
     http = aiohttp.ClientSession()
     renderer = TemplateRenderer(settings.templates_dir)
-    delivery = DeliveryDeps(
-        pool=notifications_pool,
-        renderer=renderer,
-        senders={
-            "email": EmailSender(settings),
-            "sms": SmsSender(http, settings),
-            "push": PushSender(http, settings),
-        },
-        lease_s=settings.delivery_lease_s,
-    )
+    delivery = build_delivery_deps(settings, notifications_pool, renderer, http)
     publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dramatiq-publish")
     templates = TemplateWatcher(
         renderer,
