@@ -8,6 +8,9 @@ Every line carries ``service.name``, from every thread: it is added by a process
 stdlib formatter), not bound in contextvars, which a worker's threads would not see. The trace
 id has one field, ``trace.id``: a ``trace_id=`` keyword becomes it, and stdlib lines written
 inside a request or a job get it too.
+
+No aiohttp here (workers log through this module); the request middleware that binds a
+request's trace id is in ``common/web.py``.
 """
 
 from __future__ import annotations
@@ -21,14 +24,10 @@ from typing import Any
 
 import ecs_logging
 import structlog
-from aiohttp import web
-
-from common.errors import Handler
 
 TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 # Request ids come from clients and proxies; only accept something harmless to log and echo.
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
 
 TRACE_ID = "trace.id"
@@ -123,20 +122,3 @@ def bind_trace_id(trace_id: object) -> None:
 def current_trace_id() -> str | None:
     value = structlog.contextvars.get_contextvars().get(TRACE_ID)
     return str(value) if value else None
-
-
-@web.middleware
-async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    trace_id = trace_id_from_headers(request.headers)
-    request[REQUEST_ID] = trace_id
-    # Each request runs in its own task, so contextvars bound here stay with this request.
-    structlog.contextvars.bind_contextvars(
-        **{"trace.id": trace_id, "http.request.method": request.method, "url.path": request.path}
-    )
-    try:
-        response = await handler(request)
-        response.headers["X-Request-ID"] = trace_id
-        return response
-    finally:
-        # A keep-alive connection reuses its task; never let one request's ids leak into the next.
-        structlog.contextvars.unbind_contextvars("trace.id", "http.request.method", "url.path")

@@ -19,7 +19,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from common.errors import Handler
+from common.types import Handler
 
 HTTP_REQUESTS = Counter(
     "http_requests_total", "HTTP requests handled", ["service", "method", "route", "status"]

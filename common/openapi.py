@@ -34,7 +34,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from common.errors import Handler
+from common.types import Handler
 from common.validation import NO_NUL_PATTERN
 
 INSTANCE_DOCUMENT = Path(__file__).with_name("openapi-instance.yaml")

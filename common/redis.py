@@ -1,17 +1,10 @@
-"""Redis client as an aiohttp cleanup context."""
+"""The Redis client, built from settings. No aiohttp here (the app's context is in common/contexts.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-from aiohttp import web
 from redis.asyncio import Redis
 
-from common.health import add_health_check
 from common.settings import RedisSettings
-from common.types import CleanupCtx
-
-REDIS: web.AppKey[Redis] = web.AppKey("redis", Redis)
 
 
 def make_redis(settings: RedisSettings) -> Redis:
@@ -24,18 +17,3 @@ def make_redis(settings: RedisSettings) -> Redis:
         socket_connect_timeout=settings.redis_socket_timeout_s,
         decode_responses=True,
     )
-
-
-def redis_ctx(settings: RedisSettings) -> CleanupCtx:
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        client = make_redis(settings)
-        app[REDIS] = client
-
-        async def check() -> None:
-            await client.ping()
-
-        add_health_check(app, "redis", check)
-        yield
-        await client.aclose()
-
-    return ctx

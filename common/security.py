@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from common.errors import Handler
+from common.types import Handler
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",

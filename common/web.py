@@ -1,4 +1,10 @@
-"""The shape every service shares: middlewares, health, metrics, body parsing, JSON responses."""
+"""The shape every service shares: middlewares, health, metrics, body parsing, JSON responses.
+
+This is the HTTP side of ``common``: the problem middleware renders the domain errors of
+``common/errors.py`` as RFC 9457 problems, and the request-context middleware binds each
+request's trace id for logging. aiohttp's own HTTP exceptions (404 for an unknown route, 405,
+413 from ``client_max_size``) are rendered the same way, so a client sees one error format.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +12,124 @@ import asyncio
 import json
 from collections.abc import Mapping
 from decimal import Decimal
+from http import HTTPStatus
 from typing import Any, NoReturn, TypeVar
 
+import structlog
 from aiohttp import web
 from pydantic import BaseModel
 
-from common.errors import InvalidInput, MalformedRequest, UnsupportedMediaType, problem_middleware
+from common.errors import AppError, InvalidInput, MalformedRequest, Unauthenticated, UnsupportedMediaType
+from common.failures import as_dependency_failure, describe
 from common.health import DRAINING, HEALTH_CHECKS, liveness, readiness
-from common.logging import request_context_middleware
+from common.logging import TRACE_ID, trace_id_from_headers
 from common.metrics import SERVICE_NAME, metrics_handler_for, metrics_middleware
 from common.security import security_headers_middleware, setup_security
+from common.types import Handler
 from common.validation import validate
 
 M = TypeVar("M", bound=BaseModel)
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+log = structlog.get_logger(__name__)
 # Bodies are small JSON documents; anything bigger is a mistake or an attack (413).
 MAX_BODY_BYTES = 64 * 1024
+
+
+@web.middleware
+async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    trace_id = trace_id_from_headers(request.headers)
+    request[REQUEST_ID] = trace_id
+    # Each request runs in its own task, so contextvars bound here stay with this request.
+    structlog.contextvars.bind_contextvars(
+        **{TRACE_ID: trace_id, "http.request.method": request.method, "url.path": request.path}
+    )
+    try:
+        response = await handler(request)
+        response.headers["X-Request-ID"] = trace_id
+        return response
+    finally:
+        # A keep-alive connection reuses its task; never let one request's ids leak into the next.
+        structlog.contextvars.unbind_contextvars(TRACE_ID, "http.request.method", "url.path")
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    instance: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    if instance:
+        body["instance"] = instance
+    if errors:
+        body["errors"] = errors
+    return web.Response(
+        status=status,
+        text=json.dumps(body),
+        content_type=PROBLEM_CONTENT_TYPE,
+        headers=dict(headers or {}),
+    )
+
+
+def error_headers(exc: AppError) -> dict[str, str]:
+    """The HTTP headers an error's facts call for: when to retry, how to authenticate."""
+    headers: dict[str, str] = {}
+    if exc.retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, exc.retry_after_s))
+    if isinstance(exc, Unauthenticated):
+        headers["WWW-Authenticate"] = 'Bearer realm="api"'
+    return headers
+
+
+def error_response(request: web.Request, exc: AppError) -> web.Response:
+    return problem_response(
+        exc.status,
+        exc.title,
+        exc.detail,
+        instance=request.path,
+        errors=exc.errors,
+        headers=error_headers(exc),
+    )
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except AppError as exc:
+        if exc.status >= 500:
+            log.warning("dependency_unavailable", detail=exc.detail)
+        return error_response(request, exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise  # redirects and 2xx raised by handlers pass through untouched
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        if exc.status == 413:
+            detail = "the request body is larger than this endpoint accepts"
+        elif exc.status == 405:
+            detail = f"{request.method} is not allowed on this resource"
+        elif exc.status == 404:
+            detail = "no such resource"
+        else:
+            detail = exc.text or HTTPStatus(exc.status).phrase
+        return problem_response(
+            exc.status, HTTPStatus(exc.status).phrase, detail, instance=request.path, headers=headers
+        )
+    except Exception as exc:
+        failure = as_dependency_failure(exc)
+        if failure is not None:
+            # The client should come back (Retry-After), not give up as it would on a 500.
+            log.warning("dependency_unavailable", dependency=failure.dependency, error=describe(exc))
+            return error_response(request, failure)
+        # Never leak a traceback to the client; it is in the log with the request id.
+        log.exception("unhandled_error")
+        return problem_response(
+            500, "Internal Server Error", "an unexpected error occurred", instance=request.path
+        )
 
 
 def base_application(service: str, *, max_body_bytes: int = MAX_BODY_BYTES) -> web.Application:

@@ -22,7 +22,7 @@ import asyncpg
 import structlog
 from prometheus_client import Counter
 
-from common.errors import as_dependency_failure
+from common.failures import as_dependency_failure
 from common.logging import bind_trace_id
 from notifier import repository
 from notifier.channels import Outgoing, PermanentFailure, Sender, TransientFailure

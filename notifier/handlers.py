@@ -5,8 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from common.auth import authenticate, require_admin
-from common.logging import REQUEST_ID
-from common.web import json_response, parse_body, parse_query
+from common.web import REQUEST_ID, json_response, parse_body, parse_query
 from notifier import resend, service
 from notifier.schemas import ListQuery, NotificationPage, ResendMatching, SendIn
 from notifier.state import DEPS

@@ -26,7 +26,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from common.db import PG_POOL
+from common.contexts import PG_POOL
 from common.migrations import migrate_dsn
 from notifier import repository as notifications
 from notifier.app import MIGRATIONS as NOTIFIER_MIGRATIONS

@@ -24,7 +24,7 @@ from yarl import URL
 
 from common.amqp import AmqpUnavailable, ConfirmingPublisher, PublishRejected
 from common.breaker import BreakerOpen
-from common.errors import as_dependency_failure
+from common.failures import as_dependency_failure
 from common.web import base_application
 from tests.conftest import pg_dsn
 from tests.net import free_port
@@ -190,7 +190,7 @@ def test_the_cause_chain_is_followed() -> None:
 def test_breaker_retry_after_is_kept() -> None:
     failure = as_dependency_failure(BreakerOpen("user_service", 7.2))
     assert failure is not None
-    assert failure.headers["Retry-After"] == "8"
+    assert failure.retry_after_s == 8
 
 
 # --- the same through the real client libraries -------------------------------------------

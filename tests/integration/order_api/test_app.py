@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from common.breaker import BreakerState
-from common.db import PG_POOL
+from common.contexts import PG_POOL
 from order_api.app import create_app
 from order_api.processing import process_order_created
 from order_api.settings import Settings

@@ -13,7 +13,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from prometheus_client import REGISTRY
 
 from common.amqp import AmqpUnavailable, ConfirmingPublisher
-from common.db import PG_POOL
+from common.contexts import PG_POOL
 from common.events import ORDER_STATUS_CHANGED, message_id_for
 from common.outbox import add_event
 from common.outbox_relay import OutboxRelay

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from common.db import PG_POOL
+from common.contexts import PG_POOL
 from common.errors import NotFound
 from order_api.processing import process_order_created
 from tests.integration.order_api.conftest import User, order_body, place
