@@ -9,9 +9,10 @@ from __future__ import annotations
 from email.utils import parseaddr
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings
 
+from common.failover import validated_base_urls
 from common.settings import (
     BaseServiceSettings,
     DatabaseSettings,
@@ -95,9 +96,15 @@ class NotifierSettings(
     BaseServiceSettings, DatabaseSettings, RedisSettings, RabbitSettings, JwtSettings, NotificationSettings
 ):
     notifier_port: int = Field(default=8083, ge=1, le=65535)
-    # POST /api/notifications/send with only a user id looks the user up here.
-    user_service_url: str = "http://127.0.0.1:8081"
+    # POST /api/notifications/send with only a user id looks the user up here: every user_api
+    # instance, comma-separated, as for order_api (common/failover.py fails over between them).
+    user_service_url: str = "http://127.0.0.1:8081,http://127.0.0.1:8091"
     user_service_timeout_s: float = Field(default=3.0, gt=0, le=30)
+
+    @field_validator("user_service_url")
+    @classmethod
+    def _each_url_is_http(cls, value: str) -> str:
+        return validated_base_urls(value)
 
     @property
     def dsn(self) -> str:

@@ -17,6 +17,8 @@ cd "$ROOT"
 
 local_defaults() {
   export APP_ENV="${APP_ENV:-development}" TZ=UTC
+  # order_api and the notifier reach user_api through both local instances and fail over.
+  export USER_SERVICE_URL="${USER_SERVICE_URL:-http://127.0.0.1:${USER_API_PORT:-8081},http://127.0.0.1:${USER_API_PORT_2:-8091}}"
   # Without an SMTP server of the user's, mail goes to the local sink (listed on :8025).
   if [ -n "${SMTP_HOST:-}" ]; then
     SMTP_HOST_FROM_USER=1

@@ -1,7 +1,9 @@
-"""order_api's user client with several user_api instances: balance, fail over, trip per service.
+"""Reaching user_api through several instances: balance, fail over, trip per service.
 
-Real HTTP servers on free ports stand in for the instances; one is stopped, made to hang or to
-answer 5xx, and a validation must still succeed through the other, without tripping the breaker.
+order_api's user client and the notifier's user directory share the mechanism
+(common/failover.py). Real HTTP servers on free ports stand in for the instances; one is stopped,
+made to hang or to answer 5xx, and a call must still succeed through the other, without tripping
+order_api's breaker.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from aiohttp import web
 
 from common.breaker import Breaker, BreakerState
 from common.errors import DependencyUnavailable
+from common.failover import split_base_urls
+from notifier.settings import NotifierSettings
+from notifier.users import UserDirectory
 from order_api.settings import Settings
-from order_api.users_client import UsersClient, split_base_urls
+from order_api.users_client import UsersClient
 from tests.net import free_port
 
 USER_ID = "4f1c7a52-8d7e-4c1e-9a7e-3d2f5e6a7b8c"
@@ -142,11 +147,11 @@ async def test_every_instance_down_is_503_and_trips_the_breaker(
     for _ in range(2):
         with pytest.raises(DependencyUnavailable) as failed:
             await client.fetch_contact(USER_ID, "token")
-        assert int(failed.value.headers["Retry-After"]) >= 1
+        assert (failed.value.retry_after_s or 0) >= 1
     assert breaker.state is BreakerState.OPEN
     with pytest.raises(DependencyUnavailable) as refused:
         await client.fetch_contact(USER_ID, "token")
-    assert int(refused.value.headers["Retry-After"]) > 1
+    assert (refused.value.retry_after_s or 0) > 1
 
 
 async def test_an_instance_back_from_cool_off_gets_traffic_again(
@@ -172,3 +177,64 @@ def test_base_urls_are_split_and_validated() -> None:
     assert settings.user_service_url == "http://a:1,http://b:2/"
     with pytest.raises(ValueError, match="not an http"):
         Settings(user_service_url="http://a:1,ftp://b")
+    notifier: Any = NotifierSettings(user_service_url=" http://a:1 ,http://b:2")
+    assert notifier.user_service_url == "http://a:1,http://b:2"
+    with pytest.raises(ValueError, match="not an http"):
+        NotifierSettings(user_service_url="http://a:1,b:2")
+
+
+def test_both_services_list_both_local_instances_by_default() -> None:
+    expected = "http://127.0.0.1:8081,http://127.0.0.1:8091"
+    assert Settings.model_fields["user_service_url"].default == expected
+    assert NotifierSettings.model_fields["user_service_url"].default == expected
+
+
+def _directory(session: aiohttp.ClientSession, instances: list[Instance]) -> UserDirectory:
+    return UserDirectory(session, [i.url for i in instances], timeout_s=1.0)
+
+
+async def test_the_notifier_finds_the_user_with_one_instance_stopped(
+    session: aiohttp.ClientSession, instances: list[Instance]
+) -> None:
+    directory = _directory(session, instances)
+    await instances[0].stop()
+    for _ in range(6):
+        user = await directory.get(USER_ID, "token")
+        assert user is not None
+        assert user["email"] == "ada@example.com"
+    assert instances[1].calls == 6
+
+
+async def test_the_notifier_fails_over_from_a_hanging_or_failing_instance(
+    session: aiohttp.ClientSession, instances: list[Instance]
+) -> None:
+    directory = _directory(session, instances)
+    instances[0].delay_s = 5.0
+    instances[1].status = 200
+    assert await directory.get(USER_ID, "token") is not None
+    instances[0].delay_s = 0.0
+    instances[1].status = 502
+    for _ in range(4):
+        assert await directory.get(USER_ID, "token") is not None
+
+
+async def test_the_notifier_spreads_lookups_over_the_instances(
+    session: aiohttp.ClientSession, instances: list[Instance]
+) -> None:
+    directory = _directory(session, instances)
+    for _ in range(8):
+        assert await directory.get(USER_ID, "token") is not None
+    assert [i.calls for i in instances] == [4, 4]
+
+
+async def test_the_notifier_with_every_instance_down_is_503(
+    session: aiohttp.ClientSession, instances: list[Instance]
+) -> None:
+    directory = _directory(session, instances)
+    for instance in instances:
+        await instance.stop()
+    with pytest.raises(DependencyUnavailable) as failed:
+        await directory.get(USER_ID, "token")
+    assert failed.value.status == 503
+    # The instances' addresses stay in the log.
+    assert "127.0.0.1" not in str(failed.value)
