@@ -1,7 +1,7 @@
 """Bearer-token authentication shared by every service, with the Redis revocation list.
 
 user_api writes the revocation keys (logout, session reuse, user deletion); every service
-reads them here, so a revoked token stops working everywhere at once.
+reads them through ``common/revocation.py``, so a revoked token stops working everywhere at once.
 """
 
 from __future__ import annotations
@@ -10,34 +10,14 @@ from collections.abc import Callable
 
 from aiohttp import web
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from common.errors import DependencyUnavailable, Forbidden, Unauthenticated
-from common.jwt import Caller, RevocationCheck, TokenVerifier, load_public_key
+from common.errors import Forbidden, Unauthenticated
+from common.jwt import Caller, TokenVerifier, load_public_key
+from common.revocation import redis_revocation_check
 from common.settings import JwtSettings
 
 TOKEN_VERIFIER: web.AppKey[TokenVerifier] = web.AppKey("token_verifier", TokenVerifier)
 CALLER: web.RequestKey[Caller] = web.RequestKey("caller", Caller)
-
-
-def revoked_jti_key(jti: str) -> str:
-    return f"auth:revoked:jti:{jti}"
-
-
-def revoked_session_key(session_id: str) -> str:
-    return f"auth:revoked:sid:{session_id}"
-
-
-def redis_revocation_check(redis: Callable[[], Redis]) -> RevocationCheck:
-    async def is_revoked(jti: str, session_id: str) -> bool:
-        try:
-            found = await redis().exists(revoked_jti_key(jti), revoked_session_key(session_id))
-        except RedisError:
-            # Fail closed: without the revocation list we cannot tell a logged-out token apart.
-            raise DependencyUnavailable("cannot check token revocation right now", retry_after_s=2) from None
-        return int(found) > 0
-
-    return is_revoked
 
 
 def token_verifier(settings: JwtSettings, *, production: bool, redis: Callable[[], Redis]) -> TokenVerifier:

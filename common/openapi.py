@@ -1,4 +1,4 @@
-"""The OpenAPI documents: their model schemas generated from the pydantic models; served as YAML and JSON.
+"""The OpenAPI documents: their model schemas generated from the pydantic models (no aiohttp here).
 
 Each service's ``openapi.yaml`` is written by hand for what only prose and HTTP can say (paths,
 statuses, headers, examples) and ends with a block of component schemas generated from the
@@ -14,7 +14,7 @@ without regenerating the document fails in CI.
 Two documents per service: the public one (``/openapi.yaml``, ``/openapi.json``: what the gateway
 routes, ``/api/...``) and the per-instance one (``common/openapi-instance.yaml`` at
 ``/openapi/instance.yaml`` and ``.json``: liveness, readiness, metrics, the documents), which
-only the instance answers, never the gateway.
+only the instance answers, never the gateway. ``common/web.py`` serves them as YAML and JSON.
 """
 
 from __future__ import annotations
@@ -30,11 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from common.types import Handler
 from common.validation import NO_NUL_PATTERN
 
 INSTANCE_DOCUMENT = Path(__file__).with_name("openapi-instance.yaml")
@@ -177,31 +175,6 @@ def load(path: Path) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise ValueError(f"{path} is not an OpenAPI document")
     return document
-
-
-# --- serving -----------------------------------------------------------------------------------
-
-
-def _serve(body: bytes, content_type: str) -> Handler:
-    async def serve(request: web.Request) -> web.Response:
-        # Public documents; revalidated often enough that a deploy shows up within a minute.
-        headers = {"Cache-Control": "public, max-age=60"}
-        return web.Response(body=body, content_type=content_type, headers=headers)
-
-    return serve
-
-
-def openapi_handler(path: Path) -> Handler:
-    """The document at ``path`` as YAML, exactly as written."""
-    return _serve(path.read_bytes(), "application/yaml")
-
-
-def add_document_routes(router: web.UrlDispatcher, public: Path) -> None:
-    """The public document at /openapi.yaml and /openapi.json, the instance's at /openapi/instance.*."""
-    for prefix, path in (("/openapi", public), ("/openapi/instance", INSTANCE_DOCUMENT)):
-        router.add_get(f"{prefix}.yaml", openapi_handler(path))
-        as_json = json.dumps(load(path), indent=2).encode()
-        router.add_get(f"{prefix}.json", _serve(as_json, "application/json"))
 
 
 # --- command line ------------------------------------------------------------------------------

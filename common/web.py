@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from decimal import Decimal
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import structlog
@@ -24,6 +25,7 @@ from common.failures import as_dependency_failure, describe
 from common.health import DRAINING, HEALTH_CHECKS, liveness, readiness
 from common.logging import TRACE_ID, trace_id_from_headers
 from common.metrics import SERVICE_NAME, metrics_handler_for, metrics_middleware
+from common.openapi import INSTANCE_DOCUMENT, load
 from common.security import security_headers_middleware, setup_security
 from common.types import Handler
 from common.validation import validate
@@ -236,3 +238,25 @@ def client_ip(request: web.Request, trusted_proxies: frozenset[str]) -> str:
     forwarded = request.headers.get("X-Forwarded-For", "")
     hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
     return hops[-1][:64] if hops else peer
+
+
+def _serve(body: bytes, content_type: str) -> Handler:
+    async def serve(request: web.Request) -> web.Response:
+        # Public documents; revalidated often enough that a deploy shows up within a minute.
+        headers = {"Cache-Control": "public, max-age=60"}
+        return web.Response(body=body, content_type=content_type, headers=headers)
+
+    return serve
+
+
+def openapi_handler(path: Path) -> Handler:
+    """The document at ``path`` as YAML, exactly as written."""
+    return _serve(path.read_bytes(), "application/yaml")
+
+
+def add_document_routes(router: web.UrlDispatcher, public: Path) -> None:
+    """The public document at /openapi.yaml and /openapi.json, the instance's at /openapi/instance.*."""
+    for prefix, path in (("/openapi", public), ("/openapi/instance", INSTANCE_DOCUMENT)):
+        router.add_get(f"{prefix}.yaml", openapi_handler(path))
+        as_json = json.dumps(load(path), indent=2).encode()
+        router.add_get(f"{prefix}.json", _serve(as_json, "application/json"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import structlog
@@ -25,10 +25,16 @@ from notifier.schemas import (
     SendIn,
 )
 from notifier.templates import TemplateProblem, TemplateRenderer
-from notifier.users import UserDirectory
 
 log = structlog.get_logger(__name__)
 EMAIL_ADAPTER: TypeAdapter[str] = TypeAdapter(EmailStrType)
+
+
+class Users(Protocol):
+    """The user look-up the rules need; ``notifier/users.py`` answers it over HTTP (injected,
+    so these rules import no HTTP client and a unit test hands in a dict)."""
+
+    async def get(self, user_id: str, bearer_token: str) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,7 @@ class Deps:
     pool: asyncpg.Pool
     renderer: TemplateRenderer
     queue: DeliveryQueue
-    users: UserDirectory
+    users: Users
 
 
 def _invalid(field: str, message: str) -> InvalidInput:

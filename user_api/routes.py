@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from common.openapi import add_document_routes
+from common.web import add_document_routes
 from user_api import handlers
 
 UUID_PATTERN = "{id:[0-9a-fA-F-]{36}}"

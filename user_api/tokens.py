@@ -19,8 +19,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
 
-from common.auth import revoked_jti_key, revoked_session_key
 from common.jwt import ALGORITHM
+from common.revocation import revoked_jti_key, revoked_session_key
 
 JWT_LEEWAY_S = 5
 

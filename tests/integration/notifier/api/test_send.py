@@ -11,7 +11,7 @@ import jwt
 import pytest
 import redis
 
-from common.auth import revoked_jti_key
+from common.revocation import revoked_jti_key
 from notifier import repository
 from notifier.app import create_app
 from notifier.routes import OPENAPI_PATH
