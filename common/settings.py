@@ -37,6 +37,13 @@ class BaseServiceSettings(BaseSettings):
     # notice), then the listener closes and requests in flight get up to the timeout to finish.
     shutdown_drain_s: float = Field(default=1.0, ge=0, le=60)
     shutdown_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # Distributed tracing (common/tracing.py), OpenTelemetry's own variable names. "none" still
+    # makes and propagates trace ids (logs, events, emails) but records and exports nothing.
+    otel_traces_exporter: Literal["otlp", "console", "none"] = "none"
+    # OTLP over HTTP: the collector's base URL; spans go to {endpoint}/v1/traces.
+    otel_exporter_otlp_endpoint: str = "http://127.0.0.1:4318"
+    # Share of new traces that are recorded (a trace started upstream keeps the caller's choice).
+    otel_traces_sampler_arg: float = Field(default=1.0, ge=0, le=1)
 
     @property
     def is_production(self) -> bool:
