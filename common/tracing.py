@@ -1,11 +1,11 @@
 """Distributed tracing with OpenTelemetry: one W3C trace from the gateway to the email.
 
-Each process sets up one TracerProvider (``setup_tracing``: the APIs in ``tracing_ctx``, their
-first cleanup context; the workers in ``workers.tracing``). The context travels as W3C
-``traceparent``/``tracestate``:
+Each process sets up one TracerProvider (``setup_tracing``: the APIs in
+``common.http_tracing.tracing_ctx``, their first cleanup context; the workers in
+``workers.tracing``). The context travels as W3C ``traceparent``/``tracestate``:
 
-- HTTP: ``tracing_middleware`` continues the caller's trace (the gateway passes or starts one) in a
-  server span; ``client_trace_configs`` makes an aiohttp session's calls client spans that send it on.
+- HTTP (``common.http_tracing``, the aiohttp side): a server span per request continues the
+  caller's trace (the gateway passes or starts one); client sessions send it on.
 - Events: ``common.events.new_event`` writes the current context into the envelope, beside
   ``trace_id``; the outbox relay publishes each message in a producer span (``producer_span``)
   whose context goes into the Dramatiq message's options; the workers continue from there.
@@ -17,29 +17,23 @@ per span; trace ids are still made and propagated, so logs, events and emails ca
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-import aiohttp
-from aiohttp import web
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, TraceIdRatioBased
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
 from common.settings import BaseServiceSettings
-from common.types import CleanupCtx, Handler
 
 # The W3C Trace Context fields, in HTTP headers, event envelopes and message options alike.
 W3C_FIELDS = ("traceparent", "tracestate")
-# Probes and scrapes every few seconds: spans of them would bury the requests worth reading.
-UNTRACED_PATHS = frozenset({"/health", "/health/ready", "/metrics"})
 
 tracer = trace.get_tracer("microservices-app")
 
@@ -90,18 +84,6 @@ def shutdown_tracing(provider: TracerProvider | None) -> None:
         provider.shutdown()  # exports what is still batched
 
 
-def tracing_ctx(service: str, settings: BaseServiceSettings) -> CleanupCtx:
-    """The API's TracerProvider for the app's lifetime; add it first, so it ends last."""
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        provider = setup_tracing(service, settings)
-        yield
-        # The last export is a blocking HTTP call (bounded by the exporter's timeout).
-        await asyncio.to_thread(shutdown_tracing, provider)
-
-    return ctx
-
-
 def trace_id_hex(context: Context | None = None) -> str | None:
     """The current (or the context's) OpenTelemetry trace id as 32 hex digits, if there is one."""
     span_context = trace.get_current_span(context).get_span_context()
@@ -136,45 +118,3 @@ def producer_span(queue_name: str, actor_name: str, *, parent: Mapping[str, Any]
         },
     ):
         yield
-
-
-def client_trace_configs() -> list[aiohttp.TraceConfig]:
-    """For ``aiohttp.ClientSession(trace_configs=…)``: each call a client span sending traceparent."""
-    from opentelemetry.instrumentation.aiohttp_client import create_trace_config
-
-    return [create_trace_config()]
-
-
-def _route_of(request: web.Request) -> str | None:
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else None
-
-
-@web.middleware
-async def tracing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A server span per request, continuing the caller's trace; first, so it covers the others."""
-    if request.path in UNTRACED_PATHS:
-        return await handler(request)
-    route = _route_of(request)
-    attributes: dict[str, str | int] = {"http.request.method": request.method, "url.path": request.path}
-    if route:
-        attributes["http.route"] = route
-    with tracer.start_as_current_span(
-        f"{request.method} {route}" if route else request.method,
-        context=propagate.extract(request.headers),
-        kind=SpanKind.SERVER,
-        attributes=attributes,
-    ) as span:
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            _record_status(span, exc.status)
-            raise
-        _record_status(span, response.status)
-        return response
-
-
-def _record_status(span: trace.Span, status: int) -> None:
-    span.set_attribute("http.response.status_code", status)
-    if status >= 500:
-        span.set_status(Status(StatusCode.ERROR))
