@@ -4,6 +4,10 @@ Each order has its own ``Idempotency-Key``; an attempt that gets no answer (stat
 same key is being processed), 429, 502, 503 or 504 is retried with the same key and body after
 ``Retry-After`` (or a jittered backoff) until the order is accepted or its retry budget (60 s) is
 spent. Every attempt's outcome is kept with its time, so the runner can split them by fault.
+
+The clients may be paced (``rate_per_s``: new orders a second, all clients together) below what
+the workers deliver, so a backlog built up during a fault can drain after it; unpaced, four
+clients outrun email delivery and the queues only grow.
 """
 
 from __future__ import annotations
@@ -72,12 +76,17 @@ class LoadClient:
         retry_budget_s: float = 60.0,
         request_timeout_s: float = 10.0,
         think_s: float = 0.0,
+        rate_per_s: float = 0.0,
     ) -> None:
         self.gateway_url = gateway_url.rstrip("/")
         self.concurrency = concurrency
         self.retry_budget_s = retry_budget_s
         self.request_timeout_s = request_timeout_s
         self.think_s = think_s
+        # All clients together start at most this many new orders a second (0: back to back).
+        # Retries of an order are not paced: a client that waits on its order holds no new one.
+        self.rate_per_s = rate_per_s
+        self._next_start = 0.0
         self.stats = LoadStats()
         self.accounts: list[Account] = []
         self._session: aiohttp.ClientSession | None = None
@@ -191,11 +200,24 @@ class LoadClient:
             attempt += 1
             await asyncio.sleep(self._delay(attempt, response_headers, deadline))
 
+    async def _paced(self) -> None:
+        """Wait for the next start slot; slots missed while every client was busy are dropped."""
+        if self.rate_per_s <= 0:
+            return
+        now = time.monotonic()
+        slot = max(now, self._next_start)
+        self._next_start = slot + 1.0 / self.rate_per_s
+        await asyncio.sleep(slot - now)
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Place orders back to back on every account until ``stop``; in-flight orders finish."""
+        """Place orders on every account until ``stop`` (paced, if a rate is set); in-flight
+        orders finish."""
 
         async def client(account: Account) -> None:
             while not stop.is_set():
+                await self._paced()
+                if stop.is_set():
+                    break
                 await self.place_order(account)
                 if self.think_s:
                     await asyncio.sleep(self.think_s)

@@ -71,9 +71,11 @@ class OwnRabbit:
         for folder in ("mnesia", "log"):
             (self.base / folder).mkdir(parents=True, exist_ok=True)
         (self.base / "enabled_plugins").write_text("[rabbitmq_management].\n")
+        # Queue depths refreshed every second (default 5 s): the suite reads drain times from them.
         (self.base / "rabbitmq.conf").write_text(
             f"listeners.tcp.1 = 127.0.0.1:{self.amqp_port}\n"
             f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.management_port}\n"
+            "collect_statistics_interval = 1000\n"
         )
         with (self.base / "out.log").open("ab") as out:
             subprocess.Popen(

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Any
 
 import asyncpg
 
+from common import amqp
 from common.amqp import ConfirmingPublisher
 from common.outbox_relay import OutboxRelay
 
@@ -48,12 +50,26 @@ class UnconfirmedPublisher(ConfirmingPublisher):
             future.exception()  # retrieved, so asyncio does not log it
 
 
+def unconfirmed_publisher(url: str) -> Any:
+    """What the relay publishes with, its confirm step removed.
+
+    The relay takes either the confirming publisher itself or ``DramatiqPublisher``, which wraps
+    one (declares the queues, builds the message); in that case only the wrapped one is swapped.
+    """
+    wrapper = getattr(amqp, "DramatiqPublisher", None)
+    if wrapper is None:
+        return UnconfirmedPublisher(url)
+    publisher = wrapper(url)
+    publisher._publisher = UnconfirmedPublisher(url)
+    return publisher
+
+
 async def run(dsn: str, amqp_url: str) -> None:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     assert pool is not None
     relay = OutboxRelay(
         pool,
-        UnconfirmedPublisher(amqp_url),
+        unconfirmed_publisher(amqp_url),
         service="chaos_unsafe_relay",
         listen_dsn=dsn,
         poll_interval_s=0.2,
