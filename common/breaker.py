@@ -25,6 +25,8 @@ import structlog
 from aiobreaker import CircuitBreaker, CircuitBreakerError, CircuitBreakerState
 from prometheus_client import Gauge
 
+from common.errors import ServiceError
+
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
@@ -46,7 +48,7 @@ _FROM_AIOBREAKER = {
 }
 
 
-class BreakerOpen(Exception):
+class BreakerOpen(ServiceError):
     """The breaker refused the call without attempting it."""
 
     def __init__(self, name: str, retry_after_s: float) -> None:

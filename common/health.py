@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from common.errors import ServiceError
 from common.metrics import SERVICE_NAME
 
 HealthCheck = Callable[[], Awaitable[object]]
@@ -20,7 +21,7 @@ DRAINING: web.AppKey[asyncio.Event] = web.AppKey("draining", asyncio.Event)
 CHECK_TIMEOUT_S = 2.0
 
 
-class Degraded(Exception):
+class Degraded(ServiceError):
     """The component works, but not as configured (e.g. serving the last good templates)."""
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import asyncpg
 import structlog
 
+from common.errors import ServiceError
+
 log = structlog.get_logger(__name__)
 MIGRATION_FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # One arbitrary constant for every service: each service has its own database, and the lock
@@ -38,7 +40,7 @@ APPLIED_SQL = "SELECT version, name, checksum FROM schema_migrations WHERE compo
 RECORD_SQL = "INSERT INTO schema_migrations (component, version, name, checksum) VALUES ($1, $2, $3, $4)"
 
 
-class MigrationError(RuntimeError):
+class MigrationError(ServiceError, RuntimeError):
     """The migration folder and the database's history disagree."""
 
 

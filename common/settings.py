@@ -14,6 +14,8 @@ from urllib.parse import quote
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.errors import ServiceError
+
 # Values shipped in .env.example. Production refuses to start with any of them, so a
 # copied example file can never become a live deployment by accident.
 EXAMPLE_SECRETS = frozenset(
@@ -21,7 +23,7 @@ EXAMPLE_SECRETS = frozenset(
 )
 
 
-class SettingsError(RuntimeError):
+class SettingsError(ServiceError, RuntimeError):
     """The environment does not describe a runnable service."""
 
 

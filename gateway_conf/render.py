@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from common.errors import ServiceError
 from gateway_conf.problems import GATEWAY_READ_ONLY, allow_map, error_pages, retry_after
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -66,7 +67,7 @@ _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}( [a-z_][a-z0-9_-]{0,31})?$")
 _WORKERS = re.compile(r"^(auto|[1-9]\d{0,2})$")
 
 
-class RenderError(ValueError):
+class RenderError(ServiceError, ValueError):
     """The parameters do not describe a safe, valid gateway configuration."""
 
 

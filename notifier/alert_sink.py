@@ -31,11 +31,13 @@ from typing import Any
 
 from aiohttp import web
 
+from common.errors import ServiceError
+
 MAX_BODY_BYTES = 4 * 1024 * 1024
 STATUSES = ("firing", "resolved")
 
 
-class InvalidNotification(ValueError):
+class InvalidNotification(ServiceError, ValueError):
     """The body is not an Alertmanager webhook payload."""
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from common.errors import ServiceError
 from notifier.templates import Rendered
 
 # The longest Retry-After we honour; beyond it the regular backoff applies.
 MAX_RETRY_AFTER_S = 600.0
 
 
-class DeliveryFailure(Exception):
+class DeliveryFailure(ServiceError):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail[:1000]

@@ -17,6 +17,8 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from common.errors import ServiceError
+
 TEMPLATE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*){0,4}$")
 SAMPLES_DIR = "samples"
 # Subject lines and push titles end up in headers and lock screens: one line, bounded.
@@ -45,7 +47,7 @@ PARTS: dict[str, tuple[Part, ...]] = {
 FOLDERS = (SAMPLES_DIR, *PARTS)
 
 
-class TemplateProblem(Exception):
+class TemplateProblem(ServiceError):
     """A template is missing, malformed or does not fit its context.
 
     ``file`` (relative to the templates folder) and ``line`` say where, when known.
