@@ -1,5 +1,5 @@
-"""The HTTP side of tracing (aiohttp): a server span per request, client spans, the provider's
-lifetime as a cleanup context. Kept out of ``common.tracing``, which the workers and the event
+"""The HTTP server side of tracing (aiohttp): a server span per request, the provider's lifetime
+as a cleanup context. Kept out of ``common.tracing``, which the workers and the event
 code import and which must not pull aiohttp in (tests/unit/test_import_rules.py)."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -30,13 +29,6 @@ def tracing_ctx(service: str, settings: BaseServiceSettings) -> CleanupCtx:
         await asyncio.to_thread(shutdown_tracing, provider)
 
     return ctx
-
-
-def client_trace_configs() -> list[aiohttp.TraceConfig]:
-    """For ``aiohttp.ClientSession(trace_configs=…)``: each call a client span sending traceparent."""
-    from opentelemetry.instrumentation.aiohttp_client import create_trace_config
-
-    return [create_trace_config()]
 
 
 def _route_of(request: web.Request) -> str | None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import ecs_logging
 import structlog
+from opentelemetry import trace as otel_trace
 
 TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 # Request ids come from clients and proxies; only accept something harmless to log and echo.
@@ -110,6 +111,10 @@ def trace_id_from_headers(headers: Mapping[str, str]) -> str:
     request_id = headers.get("X-Request-ID", "").strip()
     if REQUEST_ID_RE.match(request_id):
         return request_id
+    # No id came in: the trace the server span started (common.http_tracing), so logs name it.
+    span_context = otel_trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        return format(span_context.trace_id, "032x")
     return uuid.uuid4().hex
 
 

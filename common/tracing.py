@@ -118,3 +118,11 @@ def producer_span(queue_name: str, actor_name: str, *, parent: Mapping[str, Any]
         },
     ):
         yield
+
+
+@contextmanager
+def client_span(name: str, headers: dict[str, str], **attributes: str | int) -> Iterator[trace.Span]:
+    """A call to another service: a client span, whose context ``headers`` then carry."""
+    with tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes) as span:
+        headers.update(w3c_context())
+        yield span

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from common.errors import AppError, InvalidInput, MalformedRequest, Unauthenticated, UnsupportedMediaType
 from common.failures import as_dependency_failure, describe
 from common.health import DRAINING, HEALTH_CHECKS, liveness, readiness
+from common.http_tracing import tracing_middleware
 from common.logging import TRACE_ID, trace_id_from_headers
 from common.metrics import SERVICE_NAME, metrics_handler_for, metrics_middleware
 from common.openapi import INSTANCE_DOCUMENT, load
@@ -138,6 +139,8 @@ def base_application(service: str, *, max_body_bytes: int = MAX_BODY_BYTES) -> w
     app = web.Application(
         client_max_size=max_body_bytes,
         middlewares=[
+            # First: its server span is current for the others, so their logs carry its trace id.
+            tracing_middleware,
             request_context_middleware,
             metrics_middleware,
             security_headers_middleware,

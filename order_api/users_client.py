@@ -28,6 +28,7 @@ from common.errors import DependencyUnavailable, Unauthenticated
 from common.failover import Answer, FailoverClient
 from common.failover import ServiceFailed as UserServiceFailed
 from common.logging import current_trace_id
+from common.tracing import client_span
 from order_api.schemas import Contact
 
 log = structlog.get_logger(__name__)
@@ -95,4 +96,8 @@ class UsersClient:
         trace_id = current_trace_id()
         if trace_id:
             headers["X-Request-ID"] = trace_id
-        return await self._instances.get(path, headers)
+        # One client span for the call, failover included; user_api continues it (traceparent).
+        with client_span("GET /api/users/{id}", headers, **{"http.request.method": "GET"}) as span:
+            answer = await self._instances.get(path, headers)
+            span.set_attribute("http.response.status_code", answer.status)
+            return answer
