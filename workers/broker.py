@@ -33,6 +33,7 @@ from workers.deadletters import REPLAYS_OPTION
 from workers.rabbitmq import QuorumRabbitmqBroker
 from workers.resources import WorkerResources, resources, run_on_worker_loop
 from workers.settings import WorkerSettings
+from workers.tracing import WorkerTracing
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +78,8 @@ def broker_url(settings: WorkerSettings) -> str:
 
 def build_broker(settings: WorkerSettings) -> QuorumRabbitmqBroker:
     middleware: list[Middleware] = [
+        # First: its consumer span covers the other hooks, and it sees every message.
+        WorkerTracing(settings),
         AgeLimit(),
         TimeLimit(time_limit=settings.worker_time_limit_ms),
         ShutdownNotifications(),
