@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -82,3 +83,20 @@ async def test_readiness_names_the_failed_dependency(aiohttp_client: Any) -> Non
     assert body["detail"] == "unavailable: redis"
     assert body["components"]["postgresql"] == {"status": "UP"}
     assert (await client.get("/health")).status == 200
+
+
+async def test_readiness_times_each_dependency_probe(aiohttp_client: Any) -> None:
+    app = base_application("timed")
+
+    async def slow() -> None:
+        await asyncio.sleep(0.03)
+
+    add_health_check(app, "postgresql", slow)
+    client = await aiohttp_client(app)
+    assert (await client.get("/health/ready")).status == 200
+    metrics = await (await client.get("/metrics")).text()
+    count = 'readiness_check_duration_seconds_count{component="postgresql",service="timed"} 1.0'
+    assert count in metrics
+    # The 30 ms probe lands above the 25 ms bucket, so the observation is its real duration.
+    fast = 'readiness_check_duration_seconds_bucket{component="postgresql",le="0.025",service="timed"} 0.0'
+    assert fast in metrics
