@@ -12,7 +12,9 @@ from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 
 import aiosmtplib
+from opentelemetry.trace import SpanKind
 
+from common.tracing import tracer, w3c_context
 from notifier.channels import Outgoing, PermanentFailure, TransientFailure, describe
 from notifier.settings import DeliverySettings
 from notifier.templates import single_line
@@ -44,6 +46,10 @@ def build_email(outgoing: Outgoing, *, mail_from: str, domain: str) -> EmailMess
     message["X-Notification-Id"] = outgoing.notification_id
     if outgoing.trace_id:
         message["X-Trace-Id"] = single_line(outgoing.trace_id)
+    # W3C Trace Context of the SMTP send (its span is current here): a mail system that traces
+    # can continue it, and the message names the trace it belongs to.
+    for name, value in w3c_context().items():
+        message[name] = single_line(value)
     message.set_content(parts["text"] + "\n")
     if "html" in parts:
         message.add_alternative(parts["html"] + "\n", subtype="html")
@@ -72,6 +78,16 @@ class EmailSender:
         _, self._envelope_from = parseaddr(settings.mail_from)
 
     async def send(self, outgoing: Outgoing) -> str | None:
+        settings = self._settings
+        with tracer.start_as_current_span(
+            "smtp send",
+            kind=SpanKind.CLIENT,
+            attributes={"server.address": settings.smtp_host, "server.port": settings.smtp_port},
+        ):
+            # A failure (the exception raised) is recorded on the span and sets its error status.
+            return await self._send(outgoing)
+
+    async def _send(self, outgoing: Outgoing) -> str | None:
         settings = self._settings
         message = build_email(outgoing, mail_from=settings.mail_from, domain=settings.message_id_domain)
         try:
