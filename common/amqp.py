@@ -10,24 +10,30 @@ declaration with different arguments (``PRECONDITION_FAILED``). They are quorum 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import Any
 
 import aiormq
 import structlog
 from aiormq.abc import AbstractChannel, AbstractConnection
+from dramatiq import Message
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL
 from dramatiq.common import dq_name, xq_name
 from pamqp.commands import Basic
 from pamqp.common import FieldTable
 
+from common.errors import ServiceError
+from common.events import QUEUE_NAMES
+
 log = structlog.get_logger(__name__)
 PERSISTENT = 2
 
 
-class AmqpUnavailable(Exception):
+class AmqpUnavailable(ServiceError):
     """The broker cannot be reached, or the connection or channel broke while talking to it."""
 
 
-class PublishRejected(Exception):
+class PublishRejected(ServiceError):
     """The broker answered but did not take the message (returned as unroutable, or nacked)."""
 
 
@@ -170,6 +176,60 @@ class ConfirmingPublisher:
                 await connection.close()
         except (TimeoutError, OSError, aiormq.exceptions.AMQPError, RuntimeError) as exc:
             log.debug("amqp_close_failed", error=_describe(exc))
+
+
+class DramatiqPublisher:
+    """The one way async code puts a Dramatiq message on a queue (outbox relays, the notifier
+    API, the workers' fan-out): confirmed and ``mandatory``, over one ``ConfirmingPublisher``.
+
+    It connects on first use and declares ``queues`` (with the workers' arguments) once per
+    connection, so a publish never lands nowhere. ``send`` raises ``AmqpUnavailable`` or
+    ``PublishRejected``; ``attempts=2`` allows one reconnect, for a connection that a broker
+    restart left dead since the last publish.
+    """
+
+    def __init__(self, url: str, *, queues: Sequence[str] = QUEUE_NAMES, **timeouts: float) -> None:
+        self._publisher = ConfirmingPublisher(url, **timeouts)
+        self._queues = tuple(queues)
+        self._declared = False
+        self._connecting = asyncio.Lock()
+
+    @property
+    def is_connected(self) -> bool:
+        return self._publisher.is_connected
+
+    async def ensure_ready(self) -> None:
+        """Connected, with the queues declared; one caller connects while the others wait."""
+        if self._publisher.is_connected and self._declared:
+            return
+        async with self._connecting:
+            if not self._publisher.is_connected:
+                self._declared = False
+                await self._publisher.connect()
+            if not self._declared:
+                for queue_name in self._queues:
+                    await self._publisher.declare_dramatiq_queue(queue_name)
+                self._declared = True
+
+    async def send(self, message: Message[Any], *, attempts: int = 1) -> None:
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.ensure_ready()
+                await self._publisher.publish(
+                    message.queue_name, message.encode(), message_id=message.message_id
+                )
+                return
+            except PublishRejected:
+                self._declared = False  # a queue may have been deleted: declare again
+                if attempt == attempts:
+                    raise
+            except AmqpUnavailable:
+                if attempt == attempts:
+                    raise
+            log.warning("amqp_publish_retried", queue=message.queue_name, attempt=attempt)
+
+    async def close(self) -> None:
+        await self._publisher.close()
 
 
 def _describe(exc: BaseException) -> str:

@@ -24,16 +24,15 @@ import contextlib
 import json
 import random
 from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncpg
 import structlog
 from aiohttp import web
 from prometheus_client import Counter, Gauge
 
-from common.amqp import AmqpUnavailable, ConfirmingPublisher, PublishRejected
-from common.db import PG_POOL
-from common.events import ROUTES, dramatiq_message
+from common.amqp import AmqpUnavailable, DramatiqPublisher, PublishRejected
+from common.contexts import PG_POOL
+from common.events import ROUTES, event_message
 from common.metrics import SERVICE_NAME
 from common.outbox import OUTBOX_CHANNEL
 from common.settings import RelaySettings
@@ -80,13 +79,6 @@ BACKLOG_SQL = """
     FROM outbox_events WHERE published_at IS NULL
 """
 
-QUEUE_NAMES = sorted({route.queue_name for routes in ROUTES.values() for route in routes})
-
-
-def encode_message(message: dict[str, Any]) -> bytes:
-    # Byte-for-byte what Dramatiq's default JSONEncoder produces, so Message.decode reads it.
-    return json.dumps(message, separators=(",", ":")).encode("utf-8")
-
 
 class Backoff:
     """Exponential backoff with jitter, so several relays do not reconnect in lockstep."""
@@ -109,7 +101,7 @@ class OutboxRelay:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        publisher: ConfirmingPublisher,
+        publisher: DramatiqPublisher,
         *,
         service: str,
         listen_dsn: str | None = None,
@@ -126,12 +118,8 @@ class OutboxRelay:
         self._backoff = Backoff(max_s=max_backoff_s)
         self._wakeup = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
-        self._queues_declared = False
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-
-    def wake(self) -> None:
-        self._wakeup.set()
 
     async def publish_pending(self) -> int:
         """Publish every eligible event now; the number published. Raises AmqpUnavailable.
@@ -150,22 +138,14 @@ class OutboxRelay:
 
     async def _ensure_broker(self) -> None:
         if not self._publisher.is_connected:
-            self._queues_declared = False
             OUTBOX_BROKER_CONNECTED.labels(self._service).set(0)
-            await self._publisher.connect()
-            OUTBOX_BROKER_CONNECTED.labels(self._service).set(1)
-        if not self._queues_declared:
-            for queue_name in QUEUE_NAMES:
-                await self._publisher.declare_dramatiq_queue(queue_name)
-            self._queues_declared = True
+        await self._publisher.ensure_ready()
+        OUTBOX_BROKER_CONNECTED.labels(self._service).set(1)
 
     async def _publish_event(self, payload: str) -> str:
         event = json.loads(payload)
         for route in ROUTES.get(event["event_type"], ()):
-            message = dramatiq_message(event, route)
-            await self._publisher.publish(
-                route.queue_name, encode_message(message), message_id=message["message_id"]
-            )
+            await self._publisher.send(event_message(event, route))
         return str(event["event_type"])
 
     async def _publish_batch(self) -> tuple[int, int, AmqpUnavailable | None]:
@@ -188,11 +168,10 @@ class OutboxRelay:
                     continue
                 if isinstance(result, BaseException) and not isinstance(result, Exception):
                     raise result  # cancellation: roll back, nothing is marked
+                # A PublishRejected is retried with the next pass (the publisher declares again).
                 if isinstance(result, AmqpUnavailable):
                     broker_error = result
-                elif isinstance(result, PublishRejected):
-                    self._queues_declared = False  # a queue may have been deleted: declare again
-                else:
+                elif not isinstance(result, PublishRejected):
                     log.error("outbox_event_unpublishable", outbox_id=row["id"], error=repr(result))
                 failures.append((row["id"], str(result)[:1000]))
             if published_ids:
@@ -298,9 +277,6 @@ class OutboxRelay:
         OUTBOX_BROKER_CONNECTED.labels(self._service).set(0)
 
 
-OUTBOX_RELAY: web.AppKey[OutboxRelay] = web.AppKey("outbox_relay", OutboxRelay)
-
-
 def outbox_relay_ctx(settings: RelaySettings, *, listen_dsn: str) -> CleanupCtx:
     """Run the relay for the app's ``PG_POOL`` database; add it after ``pg_pool_ctx``.
 
@@ -316,14 +292,13 @@ def outbox_relay_ctx(settings: RelaySettings, *, listen_dsn: str) -> CleanupCtx:
             return
         relay = OutboxRelay(
             app[PG_POOL],
-            ConfirmingPublisher(settings.amqp_url),
+            DramatiqPublisher(settings.amqp_url),
             service=app[SERVICE_NAME],
             listen_dsn=listen_dsn,
             batch_size=settings.outbox_batch_size,
             poll_interval_s=settings.outbox_poll_interval_s,
             max_backoff_s=settings.outbox_max_backoff_s,
         )
-        app[OUTBOX_RELAY] = relay
         relay.start()
         yield
         await relay.stop()

@@ -10,6 +10,12 @@ A template error is never the notification's fault: the row is `held` with the f
 template set that failed it, and is claimable again only by a process serving another set
 (``notifier.held`` releases such rows once a good set is loaded). Nothing was sent before the
 render, so a held row has had no effect yet.
+
+The policy a host (the workers) applies to an attempt's outcome is here too, so that the host
+stays generic: ``retry_for`` (a transient failure is retried after its delay; a busy row is
+looked at again once the lease has run out, never counted against it), ``PERMANENT`` (straight to
+the dead-letter queue), ``retries_exhausted`` (the row becomes ``dead``) and ``first_attempt``
+(the fan-out's inline attempt, which leaves a deliver message only when it has to wait).
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import asyncpg
 import structlog
 from prometheus_client import Counter
 
+from common.errors import ServiceError
 from common.failures import as_dependency_failure
 from common.logging import bind_trace_id
 from notifier import repository
@@ -35,7 +43,7 @@ DELIVERIES = Counter(
 )
 
 
-class NotificationBusy(Exception):
+class NotificationBusy(ServiceError):
     """Another attempt holds the row's lease; look again once it has run out."""
 
     def __init__(self, notification_id: str, retry_after_s: float) -> None:
@@ -43,7 +51,7 @@ class NotificationBusy(Exception):
         self.retry_after_s = retry_after_s
 
 
-class NotificationDead(Exception):
+class NotificationDead(ServiceError):
     """The row is `dead` and this message is not an operator's replay: it belongs in the DLQ."""
 
 
@@ -202,3 +210,74 @@ async def mark_dead(pool: asyncpg.Pool, notification_id: str, error: str | None)
     if changed:
         log.error("notification_dead", notification_id=notification_id, error=error)
     return changed
+
+
+# --- The delivery policy -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    """Try the notification again after ``delay_s`` (None: the host's own backoff)."""
+
+    delay_s: float | None
+    reason: str
+    # Another attempt holds the lease: not a failure of this notification, so when retries run
+    # out on it the row is left to the attempt that holds it (never made dead by this message).
+    blameless: bool = False
+
+
+# A dead row outside a replay: its message belongs in the dead-letter queue, retrying is pointless.
+PERMANENT: tuple[type[Exception], ...] = (NotificationDead,)
+
+
+def retry_for(exc: BaseException) -> RetryLater | None:
+    """How an attempt that raised ``exc`` is retried; None: not by this policy (a plain failure)."""
+    if isinstance(exc, TransientFailure):
+        return RetryLater(exc.retry_after_s, exc.detail)
+    if isinstance(exc, NotificationBusy):
+        return RetryLater(exc.retry_after_s, str(exc), blameless=True)
+    return None
+
+
+async def retries_exhausted(pool: asyncpg.Pool, notification_id: str, error: str) -> None:
+    """The host gave up on a deliver message (it is in the dead-letter queue): the row says so."""
+    await mark_dead(pool, notification_id, f"retries exhausted: {error}"[:1000])
+
+
+class Defer(Protocol):
+    """Publish a deliver message; ``delay_ms`` None: the host's first backoff."""
+
+    async def __call__(
+        self, notification_id: str, *, trace_id: str | None, delay_ms: int | None, retries: int
+    ) -> None: ...
+
+
+async def first_attempt(
+    deps: DeliveryDeps, notification_id: str, trace_id: str | None, *, defer: Defer
+) -> str:
+    """Deliver a notification the fan-out just created, in the fan-out's own run.
+
+    It is the same attempt a deliver message would make (same claim, same lease), so exactly one
+    email per notification holds. Only when the attempt has to wait (a transient failure, a busy
+    row, a failure of our own such as the database being away) is a deliver message published:
+    from there on, retries, the dead-letter queue and replay work as for any other delivery. A
+    failed attempt counts as the message's first try, so the retry budget is the same.
+    """
+    try:
+        return await deliver(deps, notification_id)
+    except PERMANENT:
+        log.info("notification_already_dead", notification_id=notification_id)
+        return "dead"
+    except Exception as exc:  # every other outcome goes on as a deliver message
+        retry = retry_for(exc)
+        if retry is None:
+            log.warning(
+                "first_delivery_attempt_failed",
+                notification_id=notification_id,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
+            retry = RetryLater(None, str(exc))
+        delay_ms = None if retry.delay_s is None else int(retry.delay_s * 1000)
+        retries = 0 if retry.blameless else 1
+        await defer(notification_id, trace_id=trace_id, delay_ms=delay_ms, retries=retries)
+        return "deferred"

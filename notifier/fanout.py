@@ -1,58 +1,44 @@
-"""Fan-out: one event in, one notification per channel the user has enabled, each enqueued.
+"""Fan-out: one event in, one notification per channel the user has enabled, each dispatched.
 
 Idempotent by construction: notification ids are derived from (event id, channel) and the table
-is unique on that pair, so a redelivered event inserts nothing new. It does enqueue again the
-rows nobody has picked up yet, because the first run may have died between its commit and its
-enqueue; a duplicate deliver message is harmless (the claim lets only one attempt through).
+is unique on that pair, so a redelivered event inserts nothing new. It does dispatch again the
+rows that are not finished yet (``queued`` or ``sending``), because the first run may have died
+between its commit and its dispatch, or in the middle of its inline attempt; a second attempt is
+harmless (the claim lets only one through, and a busy row is looked at again after its lease).
+
+``dispatch`` is the host's choice: the workers attempt the delivery inline and publish a deliver
+message only when it has to wait (``notifier.delivery.first_attempt``); a plain enqueue works too.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import asyncpg
 import structlog
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
-from common.events import ORDER_CANCELLED, ORDER_CREATED, ORDER_STATUS_CHANGED, USER_REGISTERED
+from common.errors import ServiceError
+from common.events import (
+    ORDER_CANCELLED,
+    ORDER_CREATED,
+    ORDER_STATUS_CHANGED,
+    USER_REGISTERED,
+    Contact,
+    Envelope,
+)
 from notifier import repository
 
 log = structlog.get_logger(__name__)
 FANOUT_EVENT_TYPES = frozenset({USER_REGISTERED, ORDER_CREATED, ORDER_STATUS_CHANGED, ORDER_CANCELLED})
-Enqueue = Callable[[str], Awaitable[None]]
+UNFINISHED = frozenset({"queued", "sending"})
+# Hand a notification to delivery: (notification id, trace id).
+Dispatch = Callable[[str, str | None], Awaitable[object]]
 
 
-class InvalidEvent(Exception):
+class InvalidEvent(ServiceError):
     """The event does not match the contract; retrying cannot fix it."""
-
-
-class Preferences(BaseModel):
-    email: bool = True
-    sms: bool = False
-    push: bool = False
-
-
-class Contact(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    id: uuid.UUID
-    email: str
-    name: str
-    phone: str | None = None
-    notification_preferences: Preferences = Preferences()
-    push_token: str | None = None
-
-
-class Envelope(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    event_id: uuid.UUID
-    event_type: str
-    occurred_at: str
-    trace_id: str | None = None
-    data: dict[str, Any]
 
 
 def notification_id_for(event_id: str, channel: str) -> str:
@@ -80,20 +66,22 @@ def parse_event(event: object) -> tuple[Envelope, Contact]:
     return envelope, contact
 
 
-async def fan_out(pool: asyncpg.Pool, event: object, *, enqueue: Enqueue) -> list[str]:
-    """Create the event's notifications and enqueue their delivery; return the ids enqueued."""
+async def fan_out(pool: asyncpg.Pool, event: object, *, dispatch: Dispatch) -> list[str]:
+    """Create the event's notifications and dispatch their delivery; return the ids dispatched."""
     envelope, contact = parse_event(event)
     event_id = str(envelope.event_id)
     context = {
         **envelope.data,
         "event": {"id": event_id, "type": envelope.event_type, "occurred_at": envelope.occurred_at},
     }
-    created = []
+    created: list[str] = []
+    existing: list[str] = []
     async with pool.acquire() as conn, conn.transaction():
         for channel, recipient in channels_for(contact):
+            notification_id = notification_id_for(event_id, channel)
             inserted = await repository.insert_notification(
                 conn,
-                notification_id=notification_id_for(event_id, channel),
+                notification_id=notification_id,
                 event_id=event_id,
                 event_type=envelope.event_type,
                 template=envelope.event_type,
@@ -103,17 +91,22 @@ async def fan_out(pool: asyncpg.Pool, event: object, *, enqueue: Enqueue) -> lis
                 context=context,
                 trace_id=envelope.trace_id,
             )
-            if inserted:
-                created.append(channel)
-    pending = await repository.unclaimed_for_event(pool, event_id)
+            (created if inserted else existing).append(notification_id)
+    # Only a redelivered event has existing rows: look at each (one to three rows, rarely).
+    pending = created + [i for i in existing if await _unfinished(pool, i)]
     for notification_id in pending:
-        await enqueue(notification_id)
+        await dispatch(notification_id, envelope.trace_id)
     log.info(
         "notifications_fanned_out",
         event_id=event_id,
         event_type=envelope.event_type,
-        created=created,
-        enqueued=len(pending),
+        created=len(created),
+        dispatched=len(pending),
         trace_id=envelope.trace_id,
     )
     return pending
+
+
+async def _unfinished(pool: asyncpg.Pool, notification_id: str) -> bool:
+    row = await repository.get_notification(pool, notification_id)
+    return row is not None and row["status"] in UNFINISHED

@@ -18,7 +18,6 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PlainSerializer,
     StrictInt,
@@ -27,6 +26,8 @@ from pydantic import (
     field_validator,
 )
 
+# What notifications need of a user, read from user_api: the contract's one model.
+from common.events import Contact as Contact
 from common.openapi import Models
 from common.pagination import Page, PageQuery
 from common.validation import INPUT_CONFIG, Strip, text
@@ -185,25 +186,6 @@ class HistoryEntryOut(BaseModel):
 
 class OrderDetailOut(OrderOut):
     history: list[HistoryEntryOut]
-
-
-class Preferences(BaseModel):
-    email: bool
-    sms: bool
-    push: bool
-
-
-class Contact(BaseModel):
-    """What notifications need of a user (docs/contracts.md ``Contact``), read from user_api."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    id: str
-    email: str
-    name: str
-    phone: str | None = None
-    notification_preferences: Preferences
-    push_token: str | None = None
 
 
 class OrderPage(Page[OrderOut]):

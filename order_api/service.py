@@ -12,22 +12,19 @@ import re
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 import asyncpg
 import structlog
-from prometheus_client import Counter
 
-from common.db import Connection
 from common.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
-from common.events import ORDER_CANCELLED, ORDER_CREATED, ORDER_STATUS_CHANGED
+from common.events import ORDER_CREATED
 from common.jwt import Caller
 from common.outbox import add_event
 from order_api import repository
+from order_api.lifecycle import PRODUCER, apply_transition, count_transition, order_out
 from order_api.schemas import (
     CENT,
     HistoryEntryOut,
-    ItemOut,
     OrderDetailOut,
     OrderIn,
     OrderListQuery,
@@ -39,33 +36,12 @@ from order_api.settings import Settings
 from order_api.users_client import UsersClient
 
 log = structlog.get_logger(__name__)
-PRODUCER = "order_api"
 S = OrderStatus
 
-# The lifecycle. Who may ask for which target is decided separately (OWNER_TARGETS, processing).
-TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    S.PENDING: frozenset({S.CONFIRMED, S.CANCELLED, S.REJECTED}),
-    S.CONFIRMED: frozenset({S.SHIPPED, S.CANCELLED}),
-    S.SHIPPED: frozenset({S.DELIVERED}),
-    S.DELIVERED: frozenset(),
-    S.CANCELLED: frozenset(),
-    S.REJECTED: frozenset(),
-}
 # An owner may only cancel (and only before shipping, which TRANSITIONS enforces); CONFIRMED,
 # SHIPPED and DELIVERED are admin transitions; REJECTED is set by processing alone.
 OWNER_TARGETS = frozenset({S.CANCELLED})
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
-
-ORDER_TRANSITIONS = Counter(
-    "order_status_transitions_total",
-    "Committed order status changes (API and orders.process)",
-    ["service", "from_status", "to_status"],
-)
-
-
-def count_transition(from_status: OrderStatus, to_status: OrderStatus) -> None:
-    """Call once the transaction of the change has committed, so a rollback is never counted."""
-    ORDER_TRANSITIONS.labels(PRODUCER, from_status.value, to_status.value).inc()
 
 
 @dataclass(frozen=True)
@@ -87,28 +63,6 @@ class Placed:
 
 class _KeyTakenMeanwhile(Exception):
     """A concurrent request with the same Idempotency-Key committed first."""
-
-
-def order_out(row: asyncpg.Record, items: list[asyncpg.Record]) -> OrderOut:
-    return OrderOut(
-        id=row["id"],
-        user_id=row["user_id"],
-        status=OrderStatus(row["status"]),
-        currency=row["currency"],
-        items=[
-            ItemOut(
-                sku=i["sku"],
-                name=i["name"],
-                quantity=i["quantity"],
-                unit_price=i["unit_price"],
-                line_total=i["line_total"],
-            )
-            for i in items
-        ],
-        total=row["total"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
 
 
 def caller_uuid(caller: Caller) -> str:
@@ -229,38 +183,6 @@ async def place_order(deps: Deps, caller: Caller, body: OrderIn, *, idempotency_
         return _replay(stored, body_hash)
     log.info("order_placed", **{"order.id": order.id, "order.total": str(total), "user.id": user_id})
     return Placed(201, response_body, order.id, replayed=False)
-
-
-async def apply_transition(
-    conn: Connection,
-    row: asyncpg.Record,
-    target: OrderStatus,
-    *,
-    changed_by: str,
-    reason: str | None,
-    trace_id: str | None = None,
-) -> OrderOut:
-    """Move a locked order to ``target``, record history, emit the event; 409 if not allowed."""
-    current = OrderStatus(row["status"])
-    if target not in TRANSITIONS[current]:
-        raise Conflict(f"an order in status {current} cannot become {target}")
-    updated = await repository.update_status(conn, row["id"], target)
-    await repository.insert_history(
-        conn, row["id"], from_status=current, to_status=target, changed_by=changed_by, reason=reason
-    )
-    order = order_out(updated, await repository.get_items(conn, [row["id"]]))
-    data: dict[str, Any] = {
-        "order": order.model_dump(mode="json"),
-        "user": json.loads(row["contact"]),
-        "from_status": current.value,
-        "to_status": target.value,
-        "reason": reason,
-        "changed_by": changed_by,
-    }
-    event_type = ORDER_CANCELLED if target is S.CANCELLED else ORDER_STATUS_CHANGED
-    await add_event(conn, event_type, order.id, data, producer=PRODUCER, trace_id=trace_id)
-    log.info("order_status_changed", **{"order.id": order.id}, from_status=current, to_status=target)
-    return order
 
 
 async def change_status(deps: Deps, caller: Caller, order_id: str, body: StatusChangeIn) -> OrderOut:

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from common import ratelimit
 from common.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
-from common.events import USER_REGISTERED
+from common.events import USER_REGISTERED, Contact
 from common.jwt import Caller
 from common.outbox import add_event
 from common.validation import validate
@@ -92,9 +92,7 @@ def user_out(row: asyncpg.Record) -> UserOut:
 
 def contact(user: UserOut) -> dict[str, Any]:
     """The contact data copied into events, so workers never call back (docs/contracts.md)."""
-    return user.model_dump(
-        mode="json", include={"id", "email", "name", "phone", "notification_preferences", "push_token"}
-    )
+    return Contact.model_validate(user.model_dump(mode="json")).event_data()
 
 
 async def register(deps: Deps, body: RegisterIn, *, role: str = "user") -> UserOut:

@@ -1,13 +1,13 @@
-"""The actors: doors into the work, which lives in plain async functions.
+"""The actors: doors into the work, which lives in plain async functions beside its rules.
 
-Names are stable and dotted: they are in every message on the queues (and in the outbox relay's
-routes, ``common.events.ROUTES``). Each actor is idempotent: messages are acknowledged after the
-work, so any of them may be delivered twice.
+Each actor is declared from its route (``common.events``: the names are in every message on the
+queues and in the outbox relay's table). Each is idempotent: messages are acknowledged after the
+work, so any of them may be delivered twice. What a failure means is the owner's policy
+(``order_api.lifecycle``, ``notifier.delivery``); this module only translates it for Dramatiq.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import dramatiq
@@ -15,14 +15,13 @@ import structlog
 from dramatiq.middleware import CurrentMessage
 
 from common.errors import NotFound
+from common.events import DELIVER_NOTIFICATION, FAN_OUT_NOTIFICATIONS, PROCESS_ORDER
 from common.logging import bind_trace_id
 from notifier import delivery
-from notifier.channels import TransientFailure
-from notifier.delivery import NotificationBusy, NotificationDead
 from notifier.fanout import InvalidEvent, fan_out
-from order_api.processing import process_order_created
+from order_api.lifecycle import process_order_created
 from workers import app as _app  # noqa: F401 - builds the broker these actors bind to
-from workers.broker import REPLAYS_OPTION, DeliveryBusy
+from workers.broker import REPLAYS_OPTION, RetryLater
 from workers.resources import resources
 
 log = structlog.get_logger(__name__)
@@ -30,7 +29,9 @@ log = structlog.get_logger(__name__)
 
 # A malformed event (ValueError) or an order that does not exist (NotFound) cannot get better by
 # retrying: straight to the dead-letter queue, where an operator can look at it.
-@dramatiq.actor(actor_name="orders.process", queue_name="orders", throws=(ValueError, NotFound))
+@dramatiq.actor(
+    actor_name=PROCESS_ORDER.actor_name, queue_name=PROCESS_ORDER.queue_name, throws=(ValueError, NotFound)
+)
 async def process_order(event: dict[str, Any]) -> None:
     # Each actor runs as its own task, so the binding stays with this message.
     bind_trace_id(event.get("trace_id"))
@@ -43,31 +44,51 @@ async def process_order(event: dict[str, Any]) -> None:
 
 # An event that breaks the contract goes straight to the dead-letter queue for a human: retrying
 # cannot fix it, and dropping it would lose it.
-@dramatiq.actor(actor_name="notifications.fanout", queue_name="notifications", throws=(InvalidEvent,))
+@dramatiq.actor(
+    actor_name=FAN_OUT_NOTIFICATIONS.actor_name,
+    queue_name=FAN_OUT_NOTIFICATIONS.queue_name,
+    throws=(InvalidEvent,),
+)
 async def fanout(event: dict[str, Any]) -> None:
     bind_trace_id(event.get("trace_id"))
-    await fan_out(resources().notifications_pool, event, enqueue=enqueue_delivery)
+    # The first delivery attempt is made here (no queue hop); a deliver message only if it waits.
+    await fan_out(resources().notifications_pool, event, dispatch=_first_attempt)
 
 
-@dramatiq.actor(actor_name="notifications.deliver", queue_name="notifications", throws=(NotificationDead,))
+async def _first_attempt(notification_id: str, trace_id: str | None) -> str:
+    return await delivery.first_attempt(resources().delivery, notification_id, trace_id, defer=_defer)
+
+
+async def _defer(notification_id: str, *, trace_id: str | None, delay_ms: int | None, retries: int) -> None:
+    current = resources()
+    # Without the provider's Retry-After, the first retry waits as long as Retries' first would.
+    delay = current.settings.worker_min_backoff_ms if delay_ms is None else delay_ms
+    await current.queue.enqueue_delivery(notification_id, trace_id=trace_id, delay_ms=delay, retries=retries)
+
+
+async def _delivery_given_up(notification_id: str, *, error: str) -> None:
+    await delivery.retries_exhausted(resources().notifications_pool, notification_id, error)
+
+
+@dramatiq.actor(
+    actor_name=DELIVER_NOTIFICATION.actor_name,
+    queue_name=DELIVER_NOTIFICATION.queue_name,
+    throws=delivery.PERMANENT,
+    on_retries_exhausted=_delivery_given_up,
+)
 async def deliver(notification_id: str) -> None:
     message = CurrentMessage.get_current_message()
     replay = bool(message is not None and message.options.get(REPLAYS_OPTION))
     try:
         await delivery.deliver(resources().delivery, notification_id, replay=replay)
-    except TransientFailure as exc:
-        # dramatiq.Retry: retried with backoff (or after the provider's Retry-After), logged
-        # by us as a warning rather than by Dramatiq as an unhandled error.
-        delay_ms = None if exc.retry_after_s is None else int(exc.retry_after_s * 1000)
-        raise dramatiq.Retry(exc.detail, delay=delay_ms) from exc
-    except NotificationBusy as exc:
-        raise DeliveryBusy(str(exc), delay=int(exc.retry_after_s * 1000)) from exc
-
-
-async def enqueue_delivery(notification_id: str) -> None:
-    # Actor.send blocks on pika (and on the broker's confirm): never on the event loop.
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(resources().publisher, deliver.send, notification_id)
+    except Exception as exc:
+        retry = delivery.retry_for(exc)
+        if retry is None:
+            raise
+        # Retried with backoff (or after the provider's Retry-After), logged by us as a warning
+        # rather than by Dramatiq as an unhandled error.
+        delay_ms = None if retry.delay_s is None else int(retry.delay_s * 1000)
+        raise RetryLater(retry.reason, delay=delay_ms, blameless=retry.blameless) from exc
 
 
 ACTORS: list[dramatiq.Actor[Any, Any]] = [process_order, fanout, deliver]

@@ -3,13 +3,14 @@
 and the worker's own resources.
 
 Middleware order matters: Dramatiq runs ``before_*`` hooks in list order and ``after_*`` hooks in
-reverse. So ``DeadLetterStatus`` sits before ``Retries`` (it must see Retries' verdict on a
+reverse. So ``RetriesExhausted`` sits before ``Retries`` (it must see Retries' verdict on a
 failed message), and ``WorkerResources`` after ``AsyncIO`` (it opens on the loop AsyncIO starts,
 and closes before AsyncIO stops it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import dramatiq
@@ -27,44 +28,59 @@ from dramatiq.middleware import (
 )
 from dramatiq.middleware.prometheus import Prometheus
 
+from common.errors import ServiceError
 from common.settings import load_settings
-from notifier.delivery import mark_dead
 from workers.deadletters import REPLAYS_OPTION
 from workers.rabbitmq import QuorumRabbitmqBroker
-from workers.resources import WorkerResources, resources, run_on_worker_loop
+from workers.resources import WorkerResources, run_on_worker_loop
 from workers.settings import WorkerSettings
 from workers.tracing import WorkerTracing
 
 log = structlog.get_logger(__name__)
 
-DELIVER_ACTOR = "notifications.deliver"
+ON_RETRIES_EXHAUSTED = "on_retries_exhausted"
 __all__ = [
+    "ON_RETRIES_EXHAUSTED",
     "REPLAYS_OPTION",
-    "DeadLetterStatus",
-    "DeliveryBusy",
+    "RetriesExhausted",
+    "RetryLater",
     "bind_actors",
     "build_broker",
     "setup_broker",
 ]
 
+# An actor's hook for a message that failed for good: awaited with the message's arguments and
+# the error, on the worker's loop, e.g. ``on_retries_exhausted=give_up`` on ``@dramatiq.actor``.
+GiveUp = Callable[..., Awaitable[None]]
 
-class DeliveryBusy(dramatiq.Retry):
-    """Another attempt holds the notification's lease; not a failure of this notification."""
+
+class RetryLater(dramatiq.Retry, ServiceError):
+    """Retry this message after ``delay`` ms; ``blameless``: the message's own work did not fail
+    (another attempt holds what it needs), so running out of retries on it is not its failure."""
+
+    def __init__(self, message: str, *, delay: int | None, blameless: bool = False) -> None:
+        super().__init__(message, delay=delay)
+        self.blameless = blameless
 
 
-class DeadLetterStatus(Middleware):
-    """When Retries gives up on a deliver message (it goes to ``notifications.XQ``), mark the row dead."""
+class RetriesExhausted(Middleware):
+    """When a message fails for good (it goes to ``Q.XQ``), await its actor's give-up hook."""
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {ON_RETRIES_EXHAUSTED}
 
     def after_process_message(
         self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
-        if exception is None or not message.failed or message.actor_name != DELIVER_ACTOR:
+        if exception is None or not message.failed:
             return
-        if isinstance(exception, DeliveryBusy) or not message.args:
-            return  # the attempt that holds the lease decides the row's fate
-        notification_id = str(message.args[0])
-        error = f"retries exhausted: {exception}"[:1000]
-        run_on_worker_loop(mark_dead(resources().notifications_pool, notification_id, error))
+        if isinstance(exception, RetryLater) and exception.blameless:
+            return  # the attempt that holds the work decides its fate
+        actor = broker.actors.get(message.actor_name)
+        give_up: GiveUp | None = actor.options.get(ON_RETRIES_EXHAUSTED) if actor else None
+        if give_up is not None:
+            run_on_worker_loop(give_up(*message.args, error=str(exception)))
 
 
 def broker_url(settings: WorkerSettings) -> str:
@@ -85,7 +101,7 @@ def build_broker(settings: WorkerSettings) -> QuorumRabbitmqBroker:
         ShutdownNotifications(),
         Callbacks(),
         Pipelines(),
-        DeadLetterStatus(),
+        RetriesExhausted(),
         Retries(
             max_retries=settings.worker_max_retries,
             min_backoff=settings.worker_min_backoff_ms,

@@ -15,9 +15,9 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
+from common.events import DEAD_LETTER_QUEUES
 from common.settings import RabbitSettings, SettingsError, load_settings
 from workers.letters import (
-    DEAD_LETTER_QUEUES,
     DEFAULT_MAX_REPLAYS,
     DeadLetter,
     DeadLetterQueues,

@@ -29,15 +29,14 @@ from typing import Any
 import pika
 import pika.exceptions
 from dramatiq import Message
-from dramatiq.common import q_name, xq_name
+from dramatiq.common import q_name
 from dramatiq.errors import DecodeError
 from pika.adapters.blocking_connection import BlockingChannel
 
 from common.amqp import MIGRATE_HINT, queue_family
-from common.events import ROUTES
+from common.events import DEAD_LETTER_QUEUES
 from workers.deadletters import DEAD_LETTER_OPTION, REPLAYS_OPTION, failures_of, with_history
 
-DEAD_LETTER_QUEUES = tuple(sorted({xq_name(r.queue_name) for routes in ROUTES.values() for r in routes}))
 DEFAULT_MAX_REPLAYS = 3
 # Retries' bookkeeping of the failed run; a replay starts a fresh one.
 RESET_OPTIONS = ("retries", "traceback", "requeue_timestamp", "eta")

@@ -39,10 +39,11 @@ from dramatiq.common import xq_name
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from common.amqp import queue_family
-from common.events import ROUTES
+from common.errors import ServiceError
+from common.events import QUEUE_NAMES
 from common.settings import RabbitSettings, SettingsError, load_settings
 
-WORKER_QUEUES = tuple(sorted({route.queue_name for routes in ROUTES.values() for route in routes}))
+WORKER_QUEUES = QUEUE_NAMES
 TEMPORARY_SUFFIX = ".migrating"
 # Classic, durable: quorum queues cannot be deleted "only if empty", which the last step needs.
 TEMPORARY_ARGUMENTS: dict[str, object] = {"x-queue-type": "classic"}
@@ -51,7 +52,7 @@ DELETE_ATTEMPTS = 5
 DROPPED_HEADERS = ("x-delivery-count",)
 
 
-class MigrationError(Exception):
+class MigrationError(ServiceError):
     """A queue cannot be migrated now; the message says what to do."""
 
 

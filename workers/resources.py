@@ -11,10 +11,8 @@ process-wide slot (set by the middleware, never at import) is the exception to "
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -27,12 +25,14 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import MiddlewareError
 
 from common.db import create_pool
+from common.errors import ServiceError
 from common.logging import configure_logging
 from common.migrations import ensure_database, migrate_dsn
 from notifier.delivery import DeliveryDeps
 from notifier.deps import MIGRATIONS as NOTIFIER_MIGRATIONS
 from notifier.deps import build_delivery_deps
-from notifier.held import Enqueue, TemplateWatcher
+from notifier.held import TemplateWatcher
+from notifier.queue import DeliveryQueue
 from notifier.templates import TemplateRenderer
 from workers.settings import WorkerSettings
 
@@ -40,7 +40,7 @@ log = structlog.get_logger(__name__)
 DUPLICATE_SIGTERM_WINDOW_S = 5.0
 
 
-class ResourcesUnavailable(MiddlewareError):
+class ResourcesUnavailable(MiddlewareError, ServiceError):
     """The worker cannot open what it needs; it stops instead of failing every message."""
 
 
@@ -51,9 +51,9 @@ class Resources:
     notifications_pool: asyncpg.Pool
     http: aiohttp.ClientSession
     delivery: DeliveryDeps
-    # pika's BlockingConnection must never run on the event loop; this one thread owns the
-    # publishing connection (Dramatiq keeps one per thread).
-    publisher: ThreadPoolExecutor
+    # Deliver messages from async code (the fan-out, the template watcher): aiormq on this
+    # loop, confirmed and mandatory; pika's Actor.send would block the loop.
+    queue: DeliveryQueue
     # Reloads the templates (all-or-nothing) and gives held notifications back (notifier.held).
     templates: TemplateWatcher
 
@@ -82,32 +82,26 @@ async def open_resources(settings: WorkerSettings) -> Resources:
     http = aiohttp.ClientSession()
     renderer = TemplateRenderer(settings.templates_dir)
     delivery = build_delivery_deps(settings, notifications_pool, renderer, http)
-    publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dramatiq-publish")
+    queue = DeliveryQueue(settings.amqp_url)  # connects on first use
+
+    async def enqueue(notification_id: str, trace_id: str | None) -> None:
+        await queue.enqueue_delivery(notification_id, trace_id=trace_id)
+
     templates = TemplateWatcher(
         renderer,
         notifications_pool,
-        _enqueue_delivery_with(publisher),
+        enqueue,
         reload_interval_s=settings.templates_reload_interval_s,
         sweep_interval_s=settings.held_sweep_interval_s,
         release_retry_s=settings.held_release_retry_s,
     )
     templates.start()
-    return Resources(settings, orders_pool, notifications_pool, http, delivery, publisher, templates)
-
-
-def _enqueue_delivery_with(publisher: ThreadPoolExecutor) -> Enqueue:
-    async def enqueue(notification_id: str, trace_id: str | None) -> None:
-        from workers.actors import deliver  # here: workers.actors imports this module
-
-        # Actor.send blocks on pika: on the publishing thread, never on the event loop.
-        await asyncio.get_running_loop().run_in_executor(publisher, deliver.send, notification_id)
-
-    return enqueue
+    return Resources(settings, orders_pool, notifications_pool, http, delivery, queue, templates)
 
 
 async def close_resources(opened: Resources) -> None:
     await opened.templates.stop()
-    opened.publisher.shutdown(wait=True)
+    await opened.queue.close()
     await opened.http.close()
     await opened.notifications_pool.close()
     await opened.orders_pool.close()

@@ -32,7 +32,7 @@ from notifier import repository as notifications
 from notifier.app import MIGRATIONS as NOTIFIER_MIGRATIONS
 from order_api.app import MIGRATIONS as ORDER_MIGRATIONS
 from order_api.app import create_app as create_order_app
-from order_api.processing import process_order_created
+from order_api.lifecycle import process_order_created
 from order_api.settings import Settings as OrderSettings
 from tests.conftest import PG_HOST, PG_PASSWORD, PG_PORT, PG_USER, pg_dsn
 from tests.integration.order_api.conftest import order_body

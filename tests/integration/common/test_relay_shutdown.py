@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from dramatiq import Message
 
 from common.migrations import migrate_dsn
 from common.outbox import OUTBOX_MIGRATIONS, add_event
@@ -16,7 +17,7 @@ from tests.conftest import pg_dsn
 
 
 class SlowPublisher:
-    """Stands in for the broker: every publish waits until the test releases it."""
+    """Stands in for the DramatiqPublisher: every publish waits until the test releases it."""
 
     def __init__(self) -> None:
         self.release = asyncio.Event()
@@ -24,16 +25,13 @@ class SlowPublisher:
         self.published: list[str] = []
         self.is_connected = True
 
-    async def connect(self) -> None:
+    async def ensure_ready(self) -> None:
         self.is_connected = True
 
-    async def declare_dramatiq_queue(self, queue_name: str) -> None:
-        return None
-
-    async def publish(self, routing_key: str, body: bytes, *, message_id: str, **_: Any) -> None:
+    async def send(self, message: Message[Any], **_: Any) -> None:
         self.publishing.set()
         await self.release.wait()
-        self.published.append(message_id)
+        self.published.append(message.message_id)
 
     async def close(self) -> None:
         self.is_connected = False

@@ -63,10 +63,10 @@ async def place_orders(pool: asyncpg.Pool, deps: DeliveryDeps, count: int) -> li
         event = order_created_event()
         enqueued: list[str] = []
 
-        async def enqueue(notification_id: str, into: list[str] = enqueued) -> None:
+        async def enqueue(notification_id: str, trace_id: str | None, into: list[str] = enqueued) -> None:
             into.append(notification_id)
 
-        await fan_out(pool, event, enqueue=enqueue)
+        await fan_out(pool, event, dispatch=enqueue)
         [notification_id] = enqueued  # email only: the contact has SMS and push off
         outcome = await deliver(deps, notification_id)
         orders.append(Order(event["data"]["order"]["id"], notification_id, outcome))

@@ -21,10 +21,10 @@ async def fanned_out(pool: asyncpg.Pool, event: dict[str, Any]) -> dict[str, str
     """Fan the event out; return {channel: notification id}."""
     enqueued: list[str] = []
 
-    async def enqueue(notification_id: str) -> None:
+    async def enqueue(notification_id: str, trace_id: str | None) -> None:
         enqueued.append(notification_id)
 
-    await fan_out(pool, event, enqueue=enqueue)
+    await fan_out(pool, event, dispatch=enqueue)
     rows = [await repository.get_notification(pool, i) for i in enqueued]
     return {row["channel"]: row["id"] for row in rows if row is not None}
 

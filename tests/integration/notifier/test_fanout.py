@@ -15,9 +15,11 @@ from tests.integration.notifier.helpers import contact, order_created_event, use
 class Recorder:
     def __init__(self) -> None:
         self.enqueued: list[str] = []
+        self.trace_ids: list[str | None] = []
 
-    async def __call__(self, notification_id: str) -> None:
+    async def __call__(self, notification_id: str, trace_id: str | None) -> None:
         self.enqueued.append(notification_id)
+        self.trace_ids.append(trace_id)
 
 
 async def channels(pool: asyncpg.Pool, ids: list[str]) -> list[str]:
@@ -56,7 +58,7 @@ async def test_one_notification_per_enabled_channel(
     pool: asyncpg.Pool, overrides: dict[str, Any], expected: list[str]
 ) -> None:
     enqueue = Recorder()
-    await fan_out(pool, user_registered_event(contact(**overrides)), enqueue=enqueue)
+    await fan_out(pool, user_registered_event(contact(**overrides)), dispatch=enqueue)
     assert await channels(pool, enqueue.enqueued) == expected
 
 
@@ -67,7 +69,7 @@ async def test_status_events_notify_with_their_own_template(pool: asyncpg.Pool, 
     event["data"].update(from_status="PENDING", to_status="CANCELLED", reason=None, changed_by="system")
     enqueue = Recorder()
 
-    await fan_out(pool, event, enqueue=enqueue)
+    await fan_out(pool, event, dispatch=enqueue)
 
     [notification_id] = enqueue.enqueued
     row = await repository.get_notification(pool, notification_id)
@@ -81,29 +83,45 @@ async def test_a_redelivered_event_creates_nothing_new(pool: asyncpg.Pool) -> No
     event = order_created_event(user)
     first, second = Recorder(), Recorder()
 
-    await fan_out(pool, event, enqueue=first)
-    await fan_out(pool, event, enqueue=second)
+    await fan_out(pool, event, dispatch=first)
+    await fan_out(pool, event, dispatch=second)
 
     count = await pool.fetchval("SELECT count(*) FROM notifications WHERE event_id = $1", event["event_id"])
     assert count == 2
-    # Nobody picked them up yet, so the redelivery enqueues them again (the first enqueue may be lost).
+    # Nobody picked them up yet, so the redelivery dispatches them again (the first may be lost).
     assert sorted(second.enqueued) == sorted(first.enqueued)
+    assert set(second.trace_ids) == {event["trace_id"]}
 
 
-async def test_a_redelivered_event_does_not_re_enqueue_notifications_already_picked_up(
-    pool: asyncpg.Pool,
-) -> None:
+async def test_a_redelivered_event_does_not_dispatch_notifications_already_sent(pool: asyncpg.Pool) -> None:
     user = contact(notification_preferences={"email": True, "sms": True, "push": False})
     event = order_created_event(user)
     first, second = Recorder(), Recorder()
-    await fan_out(pool, event, enqueue=first)
-    picked = first.enqueued[0]
+    await fan_out(pool, event, dispatch=first)
+    sent = first.enqueued[0]
     async with pool.acquire() as conn:
-        await repository.claim(conn, picked, lease_s=30, revive_dead=False)
+        row = await repository.claim(conn, sent, lease_s=30, revive_dead=False)
+        assert row is not None
+        await repository.finish_attempt(conn, row, outcome="sent", provider_message_id="provider-1")
 
-    await fan_out(pool, event, enqueue=second)
+    await fan_out(pool, event, dispatch=second)
 
-    assert second.enqueued == [i for i in first.enqueued if i != picked]
+    assert second.enqueued == [i for i in first.enqueued if i != sent]
+
+
+async def test_a_redelivered_event_dispatches_a_notification_in_flight_again(pool: asyncpg.Pool) -> None:
+    # The first run may have died in its own inline attempt, leaving no deliver message behind:
+    # only the claim can tell whether someone still holds the row (a busy row is looked at later).
+    event = order_created_event()
+    first, second = Recorder(), Recorder()
+    await fan_out(pool, event, dispatch=first)
+    [in_flight] = first.enqueued
+    async with pool.acquire() as conn:
+        assert await repository.claim(conn, in_flight, lease_s=30, revive_dead=False) is not None
+
+    await fan_out(pool, event, dispatch=second)
+
+    assert second.enqueued == [in_flight]
 
 
 @pytest.mark.parametrize(
@@ -120,4 +138,4 @@ async def test_an_event_breaking_the_contract_is_invalid(pool: asyncpg.Pool, mut
     event = user_registered_event()
     mutate(event)
     with pytest.raises(InvalidEvent):
-        await fan_out(pool, event, enqueue=Recorder())
+        await fan_out(pool, event, dispatch=Recorder())

@@ -56,12 +56,12 @@ async def order_email(pool: asyncpg.Pool, vhost: str) -> tuple[str, str]:
     queue = DeliveryQueue(amqp_url(vhost))
     ids: list[str] = []
 
-    async def enqueue(notification_id: str) -> None:
+    async def enqueue(notification_id: str, trace_id: str | None) -> None:
         ids.append(notification_id)
-        await queue.enqueue_delivery(notification_id, trace_id=None)
+        await queue.enqueue_delivery(notification_id, trace_id=trace_id)
 
     try:
-        await fan_out(pool, event, enqueue=enqueue)
+        await fan_out(pool, event, dispatch=enqueue)
     finally:
         await queue.close()
     return event["data"]["order"]["id"], ids[0]

@@ -14,8 +14,7 @@ import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from common.amqp import DELIVERY_LIMIT, AmqpUnavailable, ConfirmingPublisher, PublishRejected
-from common.events import Route, dramatiq_message, new_event
-from common.outbox_relay import encode_message
+from common.events import Route, event_message, new_event
 from tests.integration.workers.management import queue_info, scratch_vhost
 from workers.rabbitmq import QuorumRabbitmqBroker
 
@@ -52,13 +51,13 @@ async def test_dramatiq_declares_and_consumes_the_queues_we_declared(
     queue = f"compat_{uuid.uuid4().hex[:8]}"
     await publisher.declare_dramatiq_queue(queue)
     event = new_event("order.created", {"order": {"id": "x"}}, producer="test", trace_id=None)
-    message = dramatiq_message(event, Route(queue, "orders.process"))
-    await publisher.publish(queue, encode_message(message), message_id=message["message_id"])
+    message = event_message(event, Route(queue, "orders.process"))
+    await publisher.publish(queue, message.encode(), message_id=message.message_id)
     url = f"amqp://guest:guest@127.0.0.1:5672/{orders_vhost}"
     # Dramatiq re-declares with its own arguments: any difference would be PRECONDITION_FAILED.
     received, _ = await asyncio.to_thread(_consume_with_dramatiq, url, queue)
     assert received is not None
-    assert received.message_id == message["message_id"]
+    assert received.message_id == message.message_id
     assert received.actor_name == "orders.process"
     assert list(received.args) == [event]
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from common.breaker import BreakerState
 from common.contexts import PG_POOL
 from order_api.app import create_app
-from order_api.processing import process_order_created
+from order_api.lifecycle import process_order_created
 from order_api.settings import Settings
 from order_api.state import DEPS
 from tests.integration.order_api.broker_tools import QueueReader

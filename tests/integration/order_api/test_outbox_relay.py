@@ -12,7 +12,7 @@ import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from prometheus_client import REGISTRY
 
-from common.amqp import AmqpUnavailable, ConfirmingPublisher
+from common.amqp import AmqpUnavailable, DramatiqPublisher
 from common.contexts import PG_POOL
 from common.events import ORDER_STATUS_CHANGED, message_id_for
 from common.outbox import add_event
@@ -181,7 +181,7 @@ async def _add_events(pool: asyncpg.Pool, aggregates: int, per_aggregate: int) -
 
 def _relay(pool: asyncpg.Pool, vhost: str, dsn: str, service: str, **options: Any) -> OutboxRelay:
     return OutboxRelay(
-        pool, ConfirmingPublisher(_amqp_url(vhost)), service=service, listen_dsn=dsn, **options
+        pool, DramatiqPublisher(_amqp_url(vhost)), service=service, listen_dsn=dsn, **options
     )
 
 

@@ -1,4 +1,4 @@
-"""order_api.processing: the orders.process rule, its history and event, and redelivery."""
+"""order_api.lifecycle: the orders.process rule, its history and event, and redelivery."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 
 from common.contexts import PG_POOL
 from common.errors import NotFound
-from order_api.processing import process_order_created
+from order_api.lifecycle import process_order_created
 from tests.integration.order_api.conftest import User, order_body, place
 from tests.openapi_check import CheckedClient
 

@@ -17,7 +17,7 @@ import asyncpg
 import pika.exceptions
 import pytest
 
-from common.events import FAN_OUT_NOTIFICATIONS, ORDER_CREATED, PROCESS_ORDER, dramatiq_message
+from common.events import FAN_OUT_NOTIFICATIONS, ORDER_CREATED, PROCESS_ORDER, event_message
 from notifier.fanout import notification_id_for
 from tests.integration.notifier.conftest import FakeProvider
 from tests.integration.notifier.helpers import contact, user_registered_event, wait_until
@@ -49,7 +49,7 @@ async def test_retries_exhausted_records_the_last_error_and_the_attempts(
     event = user_registered_event(contact(**SMS_USER))
     sms_id = notification_id_for(event["event_id"], "sms")
 
-    await publish(broker, dramatiq_message(event, FAN_OUT_NOTIFICATIONS))
+    await publish(broker, event_message(event, FAN_OUT_NOTIFICATIONS))
 
     letter = await one_dead_letter(dead_letters)
     record = letter.record
@@ -81,7 +81,7 @@ async def test_a_throws_exception_is_recorded_at_once_as_permanent(
     event = user_registered_event()
     del event["data"]["user"]["email"]
 
-    await publish(broker, dramatiq_message(event, FAN_OUT_NOTIFICATIONS))
+    await publish(broker, event_message(event, FAN_OUT_NOTIFICATIONS))
 
     letter = await one_dead_letter(dead_letters)
     record = letter.record
@@ -104,7 +104,7 @@ async def test_a_replay_that_fails_again_keeps_both_failures(
     broker = await start_worker()
     event = user_registered_event(contact(**SMS_USER))
     sms_id = notification_id_for(event["event_id"], "sms")
-    await publish(broker, dramatiq_message(event, FAN_OUT_NOTIFICATIONS))
+    await publish(broker, event_message(event, FAN_OUT_NOTIFICATIONS))
     first = await one_dead_letter(dead_letters)
 
     assert (await asyncio.to_thread(dead_letters.replay, {first.id})).replayed == [first.id]
@@ -134,7 +134,7 @@ async def test_a_replay_that_succeeds_leaves_no_dead_letter(
     broker = await start_worker()
     event = user_registered_event(contact(**SMS_USER))
     sms_id = notification_id_for(event["event_id"], "sms")
-    await publish(broker, dramatiq_message(event, FAN_OUT_NOTIFICATIONS))
+    await publish(broker, event_message(event, FAN_OUT_NOTIFICATIONS))
     letter = await one_dead_letter(dead_letters)
     await wait_for_status(pool, sms_id, "dead")
 
@@ -168,7 +168,7 @@ async def test_a_malformed_order_event_explains_itself_in_the_dlq_tool_and_the_m
 ) -> None:
     monkeypatch.setenv("RABBITMQ_VHOST", rabbitmq_vhost)
     broker = await start_worker()
-    body = dramatiq_message(malformed_order_created(), PROCESS_ORDER)
+    body = json.loads(event_message(malformed_order_created(), PROCESS_ORDER).encode())
 
     await publish(broker, body)
     letter = await one_dead_letter(dead_letters)
@@ -217,7 +217,7 @@ async def test_when_the_annotated_copy_cannot_be_published_rabbitmq_still_dead_l
         raise pika.exceptions.AMQPConnectionError("connection lost")
 
     monkeypatch.setattr(broker, "publish_confirmed", broker_gone)
-    await publish(broker, dramatiq_message(malformed_order_created(), PROCESS_ORDER))
+    await publish(broker, event_message(malformed_order_created(), PROCESS_ORDER))
 
     letter = await one_dead_letter(dead_letters)
     # The plain reject: no record of the worker, but RabbitMQ's x-death says what happened.
@@ -253,7 +253,10 @@ async def test_a_message_for_an_actor_that_no_longer_exists_says_so(
     start_worker: StartWorker, dead_letters: DeadLetterQueues
 ) -> None:
     broker = await start_worker()
-    body = {**dramatiq_message(malformed_order_created(), PROCESS_ORDER), "actor_name": "orders.retired"}
+    body = {
+        **event_message(malformed_order_created(), PROCESS_ORDER).asdict(),
+        "actor_name": "orders.retired",
+    }
 
     await publish(broker, body)
 

@@ -13,11 +13,11 @@ import pytest
 
 from common.db import create_pool
 from common.events import ORDER_CREATED, ORDER_STATUS_CHANGED, PROCESS_ORDER, ROUTES
-from common.events import dramatiq_message as relay_message
+from common.events import event_message as relay_message
 from common.outbox import add_event
 from notifier.fanout import notification_id_for
 from order_api import repository as orders
-from order_api.service import order_out
+from order_api.lifecycle import order_out
 from tests.conftest import pg_dsn
 from tests.integration.notifier.helpers import SmtpServer, contact, wait_until
 from tests.integration.workers.conftest import StartWorker

@@ -21,12 +21,12 @@ async def queue_welcome_email(pool: asyncpg.Pool, vhost: str) -> str:
     queue = DeliveryQueue(amqp_url(vhost))
     ids: list[str] = []
 
-    async def enqueue(notification_id: str) -> None:
+    async def enqueue(notification_id: str, trace_id: str | None) -> None:
         ids.append(notification_id)
-        await queue.enqueue_delivery(notification_id, trace_id="trace-process-test")
+        await queue.enqueue_delivery(notification_id, trace_id=trace_id)
 
     try:
-        await fan_out(pool, user_registered_event(), enqueue=enqueue)
+        await fan_out(pool, user_registered_event(), dispatch=enqueue)
     finally:
         await queue.close()
     return ids[0]

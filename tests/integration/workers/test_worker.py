@@ -11,7 +11,7 @@ import asyncpg
 from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from common.events import FAN_OUT_NOTIFICATIONS, dramatiq_message
+from common.events import FAN_OUT_NOTIFICATIONS, event_message
 from notifier import repository
 from notifier.fanout import notification_id_for
 from tests.integration.notifier.conftest import FakeProvider
@@ -29,9 +29,9 @@ from workers.dlq import DeadLetterQueues
 SMS_USER: dict[str, Any] = {"notification_preferences": {"email": True, "sms": True, "push": False}}
 
 
-async def publish(broker: RabbitmqBroker, body: dict[str, Any]) -> None:
-    """Publish a message body exactly as the outbox relay does (common.events.dramatiq_message)."""
-    message = Message.decode(json.dumps(body).encode())
+async def publish(broker: RabbitmqBroker, body: Message[Any] | dict[str, Any]) -> None:
+    """Publish a message as the outbox relay does (common.events.event_message), or a raw body."""
+    message = body if isinstance(body, Message) else Message.decode(json.dumps(body).encode())
     await asyncio.to_thread(broker.enqueue, message)
 
 
@@ -62,7 +62,7 @@ async def test_an_event_from_the_outbox_relay_is_fanned_out_and_delivered_on_eve
     )
     event = order_created_event(user)
 
-    await publish(broker, dramatiq_message(event, FAN_OUT_NOTIFICATIONS))
+    await publish(broker, event_message(event, FAN_OUT_NOTIFICATIONS))
 
     for channel in ("email", "sms", "push"):
         await wait_for_status(pool, notification_id_for(event["event_id"], channel), "sent")
@@ -77,7 +77,7 @@ async def test_a_redelivered_fanout_and_deliver_send_one_email(
 ) -> None:
     broker = await start_worker()
     event = user_registered_event()
-    body = dramatiq_message(event, FAN_OUT_NOTIFICATIONS)
+    body = event_message(event, FAN_OUT_NOTIFICATIONS)
     email_id = notification_id_for(event["event_id"], "email")
 
     await publish(broker, body)
@@ -98,7 +98,7 @@ async def test_smtp_451_is_retried_by_the_worker_and_sends_one_email(
     broker = await start_worker()
     event = user_registered_event()
 
-    await publish(broker, dramatiq_message(event, FAN_OUT_NOTIFICATIONS))
+    await publish(broker, event_message(event, FAN_OUT_NOTIFICATIONS))
 
     email_id = notification_id_for(event["event_id"], "email")
     await wait_for_status(pool, email_id, "sent")
@@ -113,7 +113,7 @@ async def test_smtp_550_fails_once_and_is_not_dead_lettered(
     broker = await start_worker()
     event = user_registered_event()
 
-    await publish(broker, dramatiq_message(event, FAN_OUT_NOTIFICATIONS))
+    await publish(broker, event_message(event, FAN_OUT_NOTIFICATIONS))
 
     email_id = notification_id_for(event["event_id"], "email")
     await wait_for_status(pool, email_id, "failed")
@@ -133,7 +133,7 @@ async def test_provider_down_past_the_retry_budget_goes_dead_and_a_replay_delive
     event = user_registered_event(contact(**SMS_USER))
     sms_id = notification_id_for(event["event_id"], "sms")
 
-    await publish(broker, dramatiq_message(event, FAN_OUT_NOTIFICATIONS))
+    await publish(broker, event_message(event, FAN_OUT_NOTIFICATIONS))
 
     await wait_for_status(pool, sms_id, "dead")
     assert await outcomes(pool, sms_id) == ["transient_error"] * 3  # first try + WORKER_MAX_RETRIES=2
@@ -164,7 +164,7 @@ async def test_a_replayed_message_that_dies_again_is_refused_past_the_replay_lim
     broker = await start_worker()
     event = user_registered_event(contact(**SMS_USER))
     sms_id = notification_id_for(event["event_id"], "sms")
-    await publish(broker, dramatiq_message(event, FAN_OUT_NOTIFICATIONS))
+    await publish(broker, event_message(event, FAN_OUT_NOTIFICATIONS))
     [letter] = await wait_until(lambda: asyncio.to_thread(dead_letters.list))
 
     first = await asyncio.to_thread(dead_letters.replay, None, max_replays=1)
@@ -189,7 +189,7 @@ async def test_an_event_that_breaks_the_contract_goes_to_the_dead_letter_queue_u
     event = user_registered_event()
     del event["data"]["user"]["email"]
 
-    await publish(broker, dramatiq_message(event, FAN_OUT_NOTIFICATIONS))
+    await publish(broker, event_message(event, FAN_OUT_NOTIFICATIONS))
 
     [letter] = await wait_until(lambda: asyncio.to_thread(dead_letters.list))
     assert letter.message is not None

@@ -79,10 +79,10 @@ async def test_a_dead_notification_is_resent_without_a_replay(
 ) -> None:
     enqueued: list[str] = []
 
-    async def enqueue(notification_id: str) -> None:
+    async def enqueue(notification_id: str, trace_id: str | None) -> None:
         enqueued.append(notification_id)
 
-    await fan_out(pool, order_created_event(), enqueue=enqueue)
+    await fan_out(pool, order_created_event(), dispatch=enqueue)
     [notification_id] = enqueued
     assert await repository.mark_dead(pool, notification_id, "retries exhausted: test")
 

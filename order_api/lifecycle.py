@@ -1,0 +1,154 @@
+"""The order lifecycle: which status may follow which, how a change is written, and what the
+``orders.process`` worker decides for a new order. No HTTP client here (the worker imports it).
+
+A change is one transaction with the order row locked: the status, a history row, and the
+event (``order.status_changed``, or ``order.cancelled``) through the outbox.
+
+``process_order_created`` takes the ``order.created`` event envelope and decides:
+
+- total greater than ``max_order_total`` → REJECTED, with the reason naming both amounts;
+- otherwise → CONFIRMED,
+
+recorded with ``changed_by = "orders.process"``. Redelivery is harmless: an order that is no
+longer PENDING (already processed, cancelled by its owner, confirmed by an admin) is left alone
+and its current status returned. The limit is one number for every currency: a deliberate
+simplification, documented in docs/events.md.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import structlog
+from prometheus_client import Counter
+
+from common.db import Connection
+from common.errors import Conflict, NotFound
+from common.events import ORDER_CANCELLED, ORDER_CREATED, ORDER_STATUS_CHANGED, PROCESS_ORDER
+from common.outbox import add_event
+from order_api import repository
+from order_api.schemas import ItemOut, OrderOut, OrderStatus
+
+log = structlog.get_logger(__name__)
+PRODUCER = "order_api"
+PROCESSOR = PROCESS_ORDER.actor_name
+S = OrderStatus
+
+# Who may ask for which target is decided separately (service.OWNER_TARGETS, processing below).
+TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    S.PENDING: frozenset({S.CONFIRMED, S.CANCELLED, S.REJECTED}),
+    S.CONFIRMED: frozenset({S.SHIPPED, S.CANCELLED}),
+    S.SHIPPED: frozenset({S.DELIVERED}),
+    S.DELIVERED: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.REJECTED: frozenset(),
+}
+
+ORDER_TRANSITIONS = Counter(
+    "order_status_transitions_total",
+    "Committed order status changes (API and orders.process)",
+    ["service", "from_status", "to_status"],
+)
+
+
+def count_transition(from_status: OrderStatus, to_status: OrderStatus) -> None:
+    """Call once the transaction of the change has committed, so a rollback is never counted."""
+    ORDER_TRANSITIONS.labels(PRODUCER, from_status.value, to_status.value).inc()
+
+
+def order_out(row: asyncpg.Record, items: list[asyncpg.Record]) -> OrderOut:
+    return OrderOut(
+        id=row["id"],
+        user_id=row["user_id"],
+        status=OrderStatus(row["status"]),
+        currency=row["currency"],
+        items=[
+            ItemOut(
+                sku=i["sku"],
+                name=i["name"],
+                quantity=i["quantity"],
+                unit_price=i["unit_price"],
+                line_total=i["line_total"],
+            )
+            for i in items
+        ],
+        total=row["total"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def apply_transition(
+    conn: Connection,
+    row: asyncpg.Record,
+    target: OrderStatus,
+    *,
+    changed_by: str,
+    reason: str | None,
+    trace_id: str | None = None,
+) -> OrderOut:
+    """Move a locked order to ``target``, record history, emit the event; Conflict if not allowed."""
+    current = OrderStatus(row["status"])
+    if target not in TRANSITIONS[current]:
+        raise Conflict(f"an order in status {current} cannot become {target}")
+    updated = await repository.update_status(conn, row["id"], target)
+    await repository.insert_history(
+        conn, row["id"], from_status=current, to_status=target, changed_by=changed_by, reason=reason
+    )
+    order = order_out(updated, await repository.get_items(conn, [row["id"]]))
+    data: dict[str, Any] = {
+        "order": order.model_dump(mode="json"),
+        "user": json.loads(row["contact"]),
+        "from_status": current.value,
+        "to_status": target.value,
+        "reason": reason,
+        "changed_by": changed_by,
+    }
+    event_type = ORDER_CANCELLED if target is S.CANCELLED else ORDER_STATUS_CHANGED
+    await add_event(conn, event_type, order.id, data, producer=PRODUCER, trace_id=trace_id)
+    log.info("order_status_changed", **{"order.id": order.id}, from_status=current, to_status=target)
+    return order
+
+
+def _order_id(event: dict[str, Any]) -> str:
+    if event.get("event_type") != ORDER_CREATED:
+        raise ValueError(f"expected an {ORDER_CREATED} event, got {event.get('event_type')!r}")
+    try:
+        return str(uuid.UUID(str(event["data"]["order"]["id"])))
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("the event carries no valid data.order.id") from None
+
+
+async def process_order_created(
+    pool: asyncpg.Pool, event: dict[str, Any], *, max_order_total: Decimal
+) -> str:
+    """Confirm or reject the order of an ``order.created`` event; returns the order's status.
+
+    Raises ValueError for a malformed event and NotFound if the order does not exist; both are
+    permanent, so retrying them is pointless.
+    """
+    order_id = _order_id(event)
+    async with pool.acquire() as conn, conn.transaction():
+        row = await repository.lock_order(conn, order_id)
+        if row is None:
+            raise NotFound(f"order {order_id} does not exist")
+        current = OrderStatus(row["status"])
+        if current is not OrderStatus.PENDING:
+            log.info("order_already_processed", **{"order.id": order_id}, status=current)
+            return current.value
+        total: Decimal = row["total"]
+        if total > max_order_total:
+            target = OrderStatus.REJECTED
+            reason = f"order total {total:.2f} {row['currency']} exceeds the limit of {max_order_total:.2f}"
+        else:
+            target = OrderStatus.CONFIRMED
+            reason = "accepted by automatic processing"
+        await apply_transition(
+            conn, row, target, changed_by=PROCESSOR, reason=reason, trace_id=event.get("trace_id")
+        )
+    count_transition(current, target)
+    return target.value
