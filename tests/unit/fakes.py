@@ -95,6 +95,12 @@ class FakeRedis:
     async def ping(self) -> bool:
         return True
 
+    def register_script(self, script: str) -> object:
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            raise NotImplementedError("scripts need a real Redis: an integration test")
+
+        return run
+
     async def aclose(self) -> None:
         self.closed = True
 
