@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from common.auth import TOKEN_VERIFIER, token_verifier
 from common.contexts import PG_POOL, REDIS, pg_pool_ctx, redis_ctx
 from common.health import Degraded, add_health_check
+from common.http_tracing import tracing_ctx
 from common.types import CleanupCtx
 from common.web import base_application
 from notifier.deps import MIGRATIONS, build_deps
@@ -94,6 +95,8 @@ def create_app(
 ) -> web.Application:
     app = base_application("notifier")
     app[SETTINGS] = settings
+    # First: the TracerProvider outlives every other context (their last spans get exported).
+    app.cleanup_ctx.append(tracing_ctx("notifier", settings))
     app[TOKEN_VERIFIER] = token_verifier(
         settings, production=settings.is_production, redis=lambda: app[REDIS]
     )

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from common.auth import TOKEN_VERIFIER, token_verifier
 from common.contexts import PG_POOL, REDIS, pg_pool_ctx, redis_ctx
+from common.http_tracing import tracing_ctx
 from common.outbox_relay import outbox_relay_ctx
 from common.types import CleanupCtx
 from common.web import base_application
@@ -78,6 +79,8 @@ def create_app(
 ) -> web.Application:
     app = base_application("order_api")
     app[SETTINGS] = settings
+    # First: the TracerProvider outlives every other context (their last spans get exported).
+    app.cleanup_ctx.append(tracing_ctx("order_api", settings))
     app[TOKEN_VERIFIER] = token_verifier(
         settings, production=settings.is_production, redis=lambda: app[REDIS]
     )

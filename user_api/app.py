@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from common.auth import TOKEN_VERIFIER, token_verifier
 from common.contexts import PG_POOL, REDIS, pg_pool_ctx, redis_ctx
+from common.http_tracing import tracing_ctx
 from common.jwt import load_private_key
 from common.outbox_relay import outbox_relay_ctx
 from common.types import CleanupCtx
@@ -43,6 +44,8 @@ def create_app(
 ) -> web.Application:
     app = base_application("user_api")
     app[SETTINGS] = settings
+    # First: the TracerProvider outlives every other context (their last spans get exported).
+    app.cleanup_ctx.append(tracing_ctx("user_api", settings))
     app[TRUSTED_PROXIES] = frozenset(p.strip() for p in settings.trusted_proxies.split(",") if p.strip())
     app[TOKEN_VERIFIER] = token_verifier(
         settings, production=settings.is_production, redis=lambda: app[REDIS]
