@@ -45,7 +45,7 @@ async def tracing_middleware(request: web.Request, handler: Handler) -> web.Stre
     attributes: dict[str, str | int] = {"http.request.method": request.method, "url.path": request.path}
     if route:
         attributes["http.route"] = route
-    with tracer.start_as_current_span(
+    with tracer().start_as_current_span(
         f"{request.method} {route}" if route else request.method,
         context=propagate.extract(request.headers),
         kind=SpanKind.SERVER,

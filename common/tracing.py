@@ -35,7 +35,17 @@ from common.settings import BaseServiceSettings
 # The W3C Trace Context fields, in HTTP headers, event envelopes and message options alike.
 W3C_FIELDS = ("traceparent", "tracestate")
 
-tracer = trace.get_tracer("microservices-app")
+TRACER_NAME = "microservices-app"
+_tracer: tuple[trace.TracerProvider, trace.Tracer] | None = None
+
+
+def tracer() -> trace.Tracer:
+    """The project's tracer from the provider installed now (a test may install its own)."""
+    global _tracer
+    provider = trace.get_tracer_provider()
+    if _tracer is None or _tracer[0] is not provider:
+        _tracer = (provider, provider.get_tracer(TRACER_NAME))
+    return _tracer[1]
 
 
 def sampler_for(settings: BaseServiceSettings) -> Sampler:
@@ -106,7 +116,7 @@ def extract(carrier: Mapping[str, Any] | None) -> Context:
 @contextmanager
 def producer_span(queue_name: str, actor_name: str, *, parent: Mapping[str, Any]) -> Iterator[None]:
     """Publishing one message of an event: a child of the envelope's context, current meanwhile."""
-    with tracer.start_as_current_span(
+    with tracer().start_as_current_span(
         f"publish {queue_name}",
         context=extract(parent),
         kind=SpanKind.PRODUCER,
@@ -123,6 +133,6 @@ def producer_span(queue_name: str, actor_name: str, *, parent: Mapping[str, Any]
 @contextmanager
 def client_span(name: str, headers: dict[str, str], **attributes: str | int) -> Iterator[trace.Span]:
     """A call to another service: a client span, whose context ``headers`` then carry."""
-    with tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes) as span:
+    with tracer().start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes) as span:
         headers.update(w3c_context())
         yield span

@@ -49,7 +49,7 @@ class WorkerTracing(Middleware):
             message.options.update(w3c_context())
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
-        span = tracer.start_span(
+        span = tracer().start_span(
             f"process {message.actor_name}",
             context=extract(message.options),
             kind=SpanKind.CONSUMER,

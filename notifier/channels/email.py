@@ -79,7 +79,7 @@ class EmailSender:
 
     async def send(self, outgoing: Outgoing) -> str | None:
         settings = self._settings
-        with tracer.start_as_current_span(
+        with tracer().start_as_current_span(
             "smtp send",
             kind=SpanKind.CLIENT,
             attributes={"server.address": settings.smtp_host, "server.port": settings.smtp_port},
