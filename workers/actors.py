@@ -21,7 +21,7 @@ from notifier import delivery
 from notifier.fanout import InvalidEvent, fan_out
 from order_api.lifecycle import process_order_created
 from workers import app as _app  # noqa: F401 - builds the broker these actors bind to
-from workers.broker import REPLAYS_OPTION, RetryLater
+from workers.broker import REPLAYS_OPTION, BlamelessRetry
 from workers.resources import resources
 
 log = structlog.get_logger(__name__)
@@ -88,7 +88,8 @@ async def deliver(notification_id: str) -> None:
         # Retried with backoff (or after the provider's Retry-After), logged by us as a warning
         # rather than by Dramatiq as an unhandled error.
         delay_ms = None if retry.delay_s is None else int(retry.delay_s * 1000)
-        raise RetryLater(retry.reason, delay=delay_ms, blameless=retry.blameless) from exc
+        retry_class = BlamelessRetry if retry.blameless else dramatiq.Retry
+        raise retry_class(retry.reason, delay=delay_ms) from exc
 
 
 ACTORS: list[dramatiq.Actor[Any, Any]] = [process_order, fanout, deliver]

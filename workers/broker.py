@@ -42,8 +42,8 @@ ON_RETRIES_EXHAUSTED = "on_retries_exhausted"
 __all__ = [
     "ON_RETRIES_EXHAUSTED",
     "REPLAYS_OPTION",
+    "BlamelessRetry",
     "RetriesExhausted",
-    "RetryLater",
     "bind_actors",
     "build_broker",
     "setup_broker",
@@ -54,13 +54,9 @@ __all__ = [
 GiveUp = Callable[..., Awaitable[None]]
 
 
-class RetryLater(dramatiq.Retry, ServiceError):
-    """Retry this message after ``delay`` ms; ``blameless``: the message's own work did not fail
-    (another attempt holds what it needs), so running out of retries on it is not its failure."""
-
-    def __init__(self, message: str, *, delay: int | None, blameless: bool = False) -> None:
-        super().__init__(message, delay=delay)
-        self.blameless = blameless
+class BlamelessRetry(dramatiq.Retry, ServiceError):
+    """Retry later, though the message's own work did not fail (another attempt holds what it
+    needs): running out of retries on it is not its failure, so its give-up hook is not called."""
 
 
 class RetriesExhausted(Middleware):
@@ -75,7 +71,7 @@ class RetriesExhausted(Middleware):
     ) -> None:
         if exception is None or not message.failed:
             return
-        if isinstance(exception, RetryLater) and exception.blameless:
+        if isinstance(exception, BlamelessRetry):
             return  # the attempt that holds the work decides its fate
         actor = broker.actors.get(message.actor_name)
         give_up: GiveUp | None = actor.options.get(ON_RETRIES_EXHAUSTED) if actor else None
