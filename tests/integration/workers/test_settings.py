@@ -41,5 +41,5 @@ def test_the_broker_confirms_publishes_and_keeps_heartbeats() -> None:
     names = [type(m).__name__ for m in broker.middleware]
     # after_* hooks run in reverse: DeadLetterStatus must see Retries' verdict, and the worker's
     # resources must close before AsyncIO stops the loop they live on.
-    assert names.index("DeadLetterStatus") < names.index("Retries")
+    assert names.index("RetriesExhausted") < names.index("Retries")
     assert names.index("AsyncIO") < names.index("WorkerResources")
