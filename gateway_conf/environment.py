@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gateway_conf.render import (
+from gateway_conf.config import (
     COMPOSE_CONF_DIR,
     DOCS_SITE,
     ROOT,
@@ -49,13 +49,16 @@ def _env_bool(env: Mapping[str, str], name: str) -> bool:
 
 
 def _host_upstreams(env: Mapping[str, str]) -> dict[str, list[str]]:
-    # deploy.sh's convention: a second instance listens 10 above the first (8081 and 8091).
+    # The instances `scripts/deploy.sh local` starts, on the ports it starts them with: the second
+    # instance's port is a setting of its own (USER_API_PORT_2, ORDER_API_PORT_2; .env.example).
     user = _env_int(env, "USER_API_PORT", 8081)
+    user_2 = _env_int(env, "USER_API_PORT_2", 8091)
     order = _env_int(env, "ORDER_API_PORT", 8082)
+    order_2 = _env_int(env, "ORDER_API_PORT_2", 8092)
     notifier = _env_int(env, "NOTIFIER_PORT", 8083)
     defaults = {
-        "user_api": f"127.0.0.1:{user},127.0.0.1:{user + 10}",
-        "order_api": f"127.0.0.1:{order},127.0.0.1:{order + 10}",
+        "user_api": f"127.0.0.1:{user},127.0.0.1:{user_2}",
+        "order_api": f"127.0.0.1:{order},127.0.0.1:{order_2}",
         "notifier": f"127.0.0.1:{notifier}",
     }
     return _upstreams(env, defaults)

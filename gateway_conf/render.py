@@ -22,42 +22,28 @@ package or the virtualenv, so the renderer copies both into ``/etc/gateway/conf/
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import ipaddress
 import os
 import re
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
-from common.errors import ServiceError
+from gateway_conf.config import (
+    DOCS_PAGE_FILES,
+    DOCS_SITE,
+    SERVICES,
+    SWAGGER_UI_ASSETS,
+    GatewayConfig,
+    RenderError,
+    swagger_ui_static,
+)
+from gateway_conf.environment import config_from_env
 from gateway_conf.problems import GATEWAY_READ_ONLY, allow_map, error_pages, retry_after
 
 TEMPLATES = Path(__file__).parent / "templates"
-ROOT = Path(__file__).resolve().parent.parent
-# The API console's own page and initializer; Swagger UI's files come from swagger-ui-py.
-DOCS_SITE = Path(__file__).resolve().parent / "docs"
-DOCS_PAGE_FILES = ("index.html", "swagger-initializer.js")
-SWAGGER_UI_PACKAGE = "swagger_ui"
-# The Swagger UI files the page loads: nginx serves these and no other file of the package.
-SWAGGER_UI_ASSETS = (
-    "swagger-ui.css",
-    "index.css",
-    "swagger-ui-bundle.js",
-    "swagger-ui-standalone-preset.js",
-    "favicon-32x32.png",
-    "favicon-16x16.png",
-)
-# Compose mode: the gateway container mounts the gateway-conf volume here (docker-compose.yml).
-COMPOSE_CONF_DIR = "/etc/gateway/conf"
-SERVICES = ("user_api", "order_api", "notifier")
 PLACEHOLDER = re.compile(r"\{\{ ([a-z][a-z0-9_]*) \}\}")
-
-Mode = Literal["host", "compose", "kubernetes"]
-Http2 = Literal["directive", "listen", "off"]
 
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?):(\d{1,5})$")
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::\d{1,5})?$")
@@ -65,47 +51,6 @@ _RATE = re.compile(r"^[1-9]\d{0,5}r/[sm]$")
 _PATH = re.compile(r"^[^\s;{}'\"$\\#]+$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}( [a-z_][a-z0-9_-]{0,31})?$")
 _WORKERS = re.compile(r"^(auto|[1-9]\d{0,2})$")
-
-
-class RenderError(ServiceError, ValueError):
-    """The parameters do not describe a safe, valid gateway configuration."""
-
-
-@dataclass(frozen=True)
-class GatewayConfig:
-    mode: Mode
-    # service -> "host:port" of each instance, load-balanced in that order
-    upstreams: Mapping[str, Sequence[str]]
-    tls_cert: str
-    tls_key: str
-    pid_file: str
-    error_log: str
-    access_log: str  # a path, with buffering parameters if wanted ("file buffer=32k flush=1s")
-    temp_dir: str
-    # The API console: the folder with index.html, and the folder with Swagger UI's files.
-    docs_dir: str
-    swagger_ui_dir: str
-    http_port: int = 80
-    https_port: int = 443
-    # The HTTPS port clients see (differs from https_port behind compose's port publishing).
-    public_https_port: int = 443
-    listen_address: str = ""  # "" = every address
-    status_listen: str = "127.0.0.1:8080"
-    status_allow: Sequence[str] = ("127.0.0.1",)
-    worker_user: str | None = None
-    worker_processes: str = "auto"
-    resolver: str | None = None  # set: upstream names are re-resolved ("resolve", nginx >= 1.27.3)
-    cors_origins: Sequence[str] = ()
-    trusted_proxies: Sequence[str] = ()
-    https_redirect: bool = False
-    http2: Http2 = "off"
-    api_rate: str = "100r/s"
-    api_burst: int = 200
-    login_rate: str = "30r/m"
-    login_burst: int = 10
-    max_fails: int = 3
-    fail_timeout_s: int = 10
-    keepalive: int = 32
 
 
 # --- validation --------------------------------------------------------------------------------
@@ -329,19 +274,6 @@ def make_host_folders(cfg: GatewayConfig) -> None:
 # --- the API console's files ------------------------------------------------------------------
 
 
-def swagger_ui_static() -> Path:
-    """Swagger UI's files in the installed swagger-ui-py package (not imported: only found)."""
-    spec = importlib.util.find_spec(SWAGGER_UI_PACKAGE)
-    folders = list(spec.submodule_search_locations or []) if spec else []
-    if not folders:
-        raise RenderError("the API console needs the swagger-ui-py package: pip install -e . (setup.cfg)")
-    static = Path(folders[0]) / "static"
-    missing = [name for name in SWAGGER_UI_ASSETS if not (static / name).is_file()]
-    if missing:
-        raise RenderError(f"swagger-ui-py at {static} lacks {', '.join(missing)}")
-    return static
-
-
 def publish_docs(cfg: GatewayConfig) -> None:
     """Put the API console's files where ``cfg`` tells nginx to find them.
 
@@ -371,9 +303,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="create a self-signed development certificate if none is there (refused in staging/production)",
     )
     args = parser.parse_args(argv)
-    # Imported here: environment.py builds on this module's types.
-    from gateway_conf.environment import config_from_env
-
     try:
         cfg = config_from_env(args.mode, os.environ, worker_user=args.worker_user)
         conf = write(cfg, args.out)

@@ -22,9 +22,10 @@ from typing import Any
 
 import pytest
 
+from gateway_conf.config import GatewayConfig
 from gateway_conf.devcert import ensure_dev_certificate
 from gateway_conf.environment import config_from_env
-from gateway_conf.render import GatewayConfig, make_host_folders, write
+from gateway_conf.render import make_host_folders, write
 from tests.config.conftest import ROOT
 from tests.net import free_port, stop_process, wait_for_port
 

@@ -15,10 +15,11 @@ import pytest
 import yaml
 from cryptography import x509
 
-from gateway_conf import problems, render
+from gateway_conf import config, problems, render
+from gateway_conf.config import GatewayConfig, RenderError
 from gateway_conf.devcert import ensure_dev_certificate
 from gateway_conf.environment import config_from_env, detect_http2
-from gateway_conf.render import GatewayConfig, RenderError, make_host_folders, write
+from gateway_conf.render import make_host_folders, write
 from tests.config.conftest import ROOT
 from tests.net import free_port
 
@@ -54,16 +55,45 @@ def test_host_mode_instances_and_ports_come_from_the_environment(tmp_path: Path)
     cfg = host_config(
         tmp_path,
         USER_API_PORT="9001",
+        USER_API_PORT_2="9002",
         GATEWAY_ORDER_API_UPSTREAMS="127.0.0.1:7001 127.0.0.1:7002,127.0.0.1:7003",
         GATEWAY_HTTP_PORT="8000",
         GATEWAY_HTTPS_PORT="8443",
     )
     conf = render.render(cfg)["nginx.conf"]
     assert "server 127.0.0.1:9001 max_fails=3 fail_timeout=10s;" in conf
-    assert "server 127.0.0.1:9011 max_fails=3 fail_timeout=10s;" in conf
+    assert "server 127.0.0.1:9002 max_fails=3 fail_timeout=10s;" in conf
     for port in (7001, 7002, 7003):
         assert f"server 127.0.0.1:{port} max_fails=3" in conf
     assert re.search(r"listen 8000;\n\s+listen 8443 ssl", conf)
+
+
+@pytest.mark.parametrize(
+    "ports",
+    [{}, {"USER_API_PORT": "9001", "ORDER_API_PORT": "9003"}, {"USER_API_PORT_2": "9005"}],
+    ids=["defaults", "first-instances-moved", "second-instance-moved"],
+)
+def test_host_mode_upstreams_are_the_instances_deploy_sh_starts(
+    tmp_path: Path, ports: dict[str, str]
+) -> None:
+    # The port of each instance is decided in one place (its variable, defaulted as in
+    # .env.example); the gateway must route to exactly the processes deploy.sh local runs.
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_PORT", "_API_PORT_2"))}
+    table = subprocess.run(
+        ["bash", "-c", ". scripts/deploy.sh && process_table"],
+        cwd=ROOT,
+        env={**env, **ports},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    started = {
+        name: url.removeprefix("http://").split("/")[0]
+        for name, url, _ in (line.split("|", 2) for line in table.splitlines())
+    }
+    cfg = host_config(tmp_path, **ports)
+    assert cfg.upstreams["user_api"] == [started["user_api_1"], started["user_api_2"]]
+    assert cfg.upstreams["order_api"] == [started["order_api_1"], started["order_api_2"]]
 
 
 def test_host_mode_passes_nginx_t(nginx_bin: str, tmp_path: Path) -> None:
@@ -339,7 +369,7 @@ def test_retry_after_is_when_the_zone_lets_the_next_request_through(rate: str, s
 def test_the_allow_of_a_405_lists_each_documented_operation(tmp_path: Path) -> None:
     conf = render.render(host_config(tmp_path))["nginx.conf"]
     allow = dict(re.findall(r'^\s+"~(\^/api/[^"]+)" "([A-Z, ]+)";$', conf, re.M))
-    for package in render.SERVICES:
+    for package in config.SERVICES:
         document = yaml.safe_load((ROOT / package / "openapi.yaml").read_text())
         for route, item in document["paths"].items():
             if not route.startswith("/api/"):

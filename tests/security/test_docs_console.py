@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway_conf import render
+from gateway_conf import config, render
+from gateway_conf.config import GatewayConfig
 from gateway_conf.devcert import ensure_dev_certificate
 from gateway_conf.environment import config_from_env, detect_http2
-from gateway_conf.render import GatewayConfig, make_host_folders, publish_docs, write
+from gateway_conf.render import make_host_folders, publish_docs, write
 from tests.net import free_port, stop_process, wait_for_port
 
 DOCS_CSP = (
@@ -57,7 +58,7 @@ def _serve(nginx: str, cfg: GatewayConfig, tmp: Path) -> Iterator[int]:
         https_port=free_port(),
         status_listen=f"127.0.0.1:{free_port()}",
         listen_address="127.0.0.1",
-        upstreams={name: [f"127.0.0.1:{free_port()}"] for name in render.SERVICES},
+        upstreams={name: [f"127.0.0.1:{free_port()}"] for name in config.SERVICES},
         resolver=None,
         # pytest's temporary folders are private to their owner: as root, workers run as root too
         # (they would be 'nobody' otherwise), so that compose mode's copied files can be read.
@@ -109,17 +110,17 @@ def test_host_mode_serves_swagger_ui_from_the_virtualenv_and_the_page_from_the_r
     cfg = config_from_env("host", {})
     assert Path(cfg.swagger_ui_dir).is_relative_to(sys.prefix)
     assert (Path(cfg.swagger_ui_dir) / "swagger-ui-bundle.js").is_file()
-    assert Path(cfg.docs_dir) == render.DOCS_SITE
+    assert Path(cfg.docs_dir) == config.DOCS_SITE
     conf = render.render(cfg)["nginx.conf"]
     assert f"alias {cfg.swagger_ui_dir}/$1;" in conf
-    assert f"alias {render.DOCS_SITE}/;" in conf
+    assert f"alias {config.DOCS_SITE}/;" in conf
 
 
 def test_host_mode_publishing_writes_nothing(tmp_path: Path) -> None:
     cfg = config_from_env("host", {"GATEWAY_PREFIX": str(tmp_path)})
-    before = {p: p.stat().st_mtime_ns for p in render.DOCS_SITE.iterdir()}
+    before = {p: p.stat().st_mtime_ns for p in config.DOCS_SITE.iterdir()}
     publish_docs(cfg)
-    assert {p: p.stat().st_mtime_ns for p in render.DOCS_SITE.iterdir()} == before
+    assert {p: p.stat().st_mtime_ns for p in config.DOCS_SITE.iterdir()} == before
 
 
 def test_compose_mode_copies_the_console_next_to_its_configuration(tmp_path: Path) -> None:
@@ -127,23 +128,23 @@ def test_compose_mode_copies_the_console_next_to_its_configuration(tmp_path: Pat
         config_from_env("compose", {}), docs_dir=str(tmp_path / "d"), swagger_ui_dir=str(tmp_path / "d/s")
     )
     publish_docs(cfg)
-    for name in render.DOCS_PAGE_FILES:
-        assert (tmp_path / "d" / name).read_bytes() == (render.DOCS_SITE / name).read_bytes()
-    static = render.swagger_ui_static()
-    for name in render.SWAGGER_UI_ASSETS:
+    for name in config.DOCS_PAGE_FILES:
+        assert (tmp_path / "d" / name).read_bytes() == (config.DOCS_SITE / name).read_bytes()
+    static = config.swagger_ui_static()
+    for name in config.SWAGGER_UI_ASSETS:
         assert (tmp_path / "d/s" / name).read_bytes() == (static / name).read_bytes()
     # Only the files the page loads: not the package's editor bundles or source maps.
-    assert sorted(p.name for p in (tmp_path / "d/s").iterdir()) == sorted(render.SWAGGER_UI_ASSETS)
+    assert sorted(p.name for p in (tmp_path / "d/s").iterdir()) == sorted(config.SWAGGER_UI_ASSETS)
 
 
 def test_the_page_loads_only_what_the_gateway_serves() -> None:
-    page = (render.DOCS_SITE / "index.html").read_text()
+    page = (config.DOCS_SITE / "index.html").read_text()
     references = re.findall(r'(?:src|href)="([^"]+)"', page)
     assert references
     assert all(not re.match(r"^([a-z]+:)?//", ref) for ref in references), references
     assert "<script>" not in page  # no inline script: the CSP would refuse it
     loaded = {ref.removeprefix("swagger-ui/") for ref in references if ref.startswith("swagger-ui/")}
-    assert loaded <= set(render.SWAGGER_UI_ASSETS)
+    assert loaded <= set(config.SWAGGER_UI_ASSETS)
 
 
 # --- what nginx answers, in both modes ---------------------------------------------------------
