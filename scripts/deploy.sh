@@ -66,7 +66,7 @@ require_free_ports() {
   # supervisord) would answer the readiness checks while the supervised one crash-loops on
   # "address already in use".
   # The same program left by an earlier run (its supervisord was killed) is stopped here.
-  local name url command hostport pid cmdline _
+  local name url command hostport pid cmdline
   while IFS='|' read -r name url command; do
     hostport=${url#http://}
     hostport=${hostport%%/*}
@@ -76,10 +76,7 @@ require_free_ports() {
     cmdline=$(tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null || true)
     if [ -n "$pid" ] && [ "${cmdline% }" = "$command" ]; then
       info "stopping $name left by an earlier run (pid $pid, not supervised)"
-      kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 1 80); do port_open "${hostport%:*}" "${hostport##*:}" || continue 2; sleep 0.25; done
-      kill -KILL "$pid" 2>/dev/null || true
-      sleep 0.5
+      stop_process "$pid" TERM 20
       port_open "${hostport%:*}" "${hostport##*:}" || continue
     fi
     die "port ${hostport##*:} (for $name) is taken by another process${pid:+ (pid=$pid: ${cmdline:0:100})}; stop it and retry"

@@ -142,17 +142,8 @@ stop_unsupervised() {
   if supervised || ! pid=$(running_pid); then
     return 1
   fi
-  # QUIT: stop accepting, finish what is in flight, then exit.
-  kill -QUIT "$pid"
-  for _ in $(seq 1 60); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.25
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    warn "gateway (pid $pid) did not finish in 15 s; terminating it"
-    kill -TERM "$pid" 2>/dev/null || true
-    sleep 1
-  fi
+  # QUIT: stop accepting, finish what is in flight (15 s at most), then exit.
+  stop_process "$pid" QUIT 15
   rm -f "$PID_FILE"
   info "gateway: stopped the unsupervised nginx (pid $pid)"
 }

@@ -308,14 +308,33 @@ stop_program() { # name — stop it and forget it (so a supervisord restart does
   return 0
 }
 
-stop_pidfile() { # pidfile — a process started before supervision (an older deploy.sh): TERM its group, then KILL
+stop_process() { # pid [signal] [seconds] — signal its process group (else it alone), wait, then KILL
+  # The one stop loop: an unsupervised process (a pid file of an older deploy.sh, an nginx
+  # started by an older gateway.sh, a program left by a killed supervisord) gets SIGNAL (TERM)
+  # and SECONDS (10) to exit; then SIGKILL for it and whatever of its group outlived it.
+  local pid=$1 signal=${2:-TERM} wait_s=${3:-10} _
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill "-$signal" -- "-$pid" 2>/dev/null || kill "-$signal" "$pid" 2>/dev/null || true
+  for _ in $(seq 1 $((wait_s * 4))); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.25
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    warn "pid $pid did not exit within $wait_s s of SIG$signal; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  for _ in $(seq 1 20); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.25
+  done
+}
+
+stop_pidfile() { # pidfile [signal] [seconds] — the process it names (not supervised), then the file
   local pid
   pid=$(cat "$1" 2>/dev/null || true)
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    local _
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
+    stop_process "$pid" "${2:-TERM}" "${3:-10}"
     info "stopped $(basename "$1" .pid) (pid $pid, not supervised)"
   fi
   rm -f "$1"
