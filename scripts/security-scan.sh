@@ -22,5 +22,5 @@ for scan in "${scans[@]}"; do
     secrets) step "secrets in git ls-files (allowed example values: docs/security.md)" ;;
     *) die "usage: $0 [bandit] [secrets]" ;;
   esac
-  "$PY" -m tests.security.scan "$scan"
+  "$PY" -m tools.security_scan "$scan"
 done

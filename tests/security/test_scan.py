@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from tests.security import scan
+from tools import security_scan as scan
 
 ROOT = Path(__file__).resolve().parents[2]
 BANDIT_TARGETS = ("common", "user_api", "order_api", "notifier", "workers", "gateway_conf")
@@ -220,7 +220,7 @@ def test_the_command_exits_non_zero_without_printing_the_secret(tmp_path: Path) 
     secret = "Zr4" + "xQ8vLm2TnP6wKd"
     root = _repository(tmp_path, {"prod.env": f"API_TOKEN={secret}\n"})
     result = subprocess.run(
-        [sys.executable, "-m", "tests.security.scan", "secrets", "--root", str(root)],
+        [sys.executable, "-m", "tools.security_scan", "secrets", "--root", str(root)],
         cwd=ROOT,
         capture_output=True,
         text=True,
