@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import structlog
 
 from common.amqp import AmqpUnavailable, DramatiqPublisher, PublishRejected
@@ -17,9 +15,6 @@ from common.errors import ServiceError
 from common.events import DELIVER_NOTIFICATION, deliver_message
 
 log = structlog.get_logger(__name__)
-
-# Enqueue a deliver message for (notification id, trace id).
-Enqueue = Callable[[str, str | None], Awaitable[None]]
 
 
 class EnqueueFailed(ServiceError):

@@ -39,7 +39,7 @@ def test_the_broker_confirms_publishes_and_keeps_heartbeats() -> None:
     assert broker.confirm_delivery
     assert broker_url(settings).startswith("amqp://guest:guest@127.0.0.1:5672/v?heartbeat=15")
     names = [type(m).__name__ for m in broker.middleware]
-    # after_* hooks run in reverse: DeadLetterStatus must see Retries' verdict, and the worker's
+    # after_* hooks run in reverse: RetriesExhausted must see Retries' verdict, and the worker's
     # resources must close before AsyncIO stops the loop they live on.
     assert names.index("RetriesExhausted") < names.index("Retries")
     assert names.index("AsyncIO") < names.index("WorkerResources")
