@@ -27,7 +27,7 @@ from notifier.held import TemplateWatcher
 from notifier.queue import DeliveryQueue
 from notifier.routes import setup_routes
 from notifier.settings import NotifierSettings
-from notifier.state import DEPS, SETTINGS
+from notifier.state import DEPS
 from notifier.templates import TemplateRenderer
 
 __all__ = ["MIGRATIONS", "create_app", "watcher_for"]
@@ -94,7 +94,6 @@ def create_app(
     queue: DeliveryQueue | None = None,
 ) -> web.Application:
     app = base_application("notifier")
-    app[SETTINGS] = settings
     # First: the TracerProvider outlives every other context (their last spans get exported).
     app.cleanup_ctx.append(tracing_ctx("notifier", settings))
     app[TOKEN_VERIFIER] = token_verifier(

@@ -5,7 +5,5 @@ from __future__ import annotations
 from aiohttp import web
 
 from notifier.service import Deps
-from notifier.settings import NotifierSettings
 
-SETTINGS: web.AppKey[NotifierSettings] = web.AppKey("settings", NotifierSettings)
 DEPS: web.AppKey[Deps] = web.AppKey("deps", Deps)

@@ -23,7 +23,7 @@ from common.web import base_application
 from user_api.deps import MIGRATIONS, build_deps
 from user_api.routes import setup_routes
 from user_api.settings import Settings
-from user_api.state import DEPS, SETTINGS, TRUSTED_PROXIES
+from user_api.state import DEPS, TRUSTED_PROXIES
 
 __all__ = ["MIGRATIONS", "create_app"]
 
@@ -43,7 +43,6 @@ def create_app(
     settings: Settings, *, pool: asyncpg.Pool | None = None, redis: Redis | None = None
 ) -> web.Application:
     app = base_application("user_api")
-    app[SETTINGS] = settings
     # First: the TracerProvider outlives every other context (their last spans get exported).
     app.cleanup_ctx.append(tracing_ctx("user_api", settings))
     app[TRUSTED_PROXIES] = frozenset(p.strip() for p in settings.trusted_proxies.split(",") if p.strip())

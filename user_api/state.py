@@ -5,8 +5,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from user_api.service import Deps
-from user_api.settings import Settings
 
-SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 DEPS: web.AppKey[Deps] = web.AppKey("deps", Deps)
 TRUSTED_PROXIES: web.AppKey[frozenset[str]] = web.AppKey("trusted_proxies", frozenset)
