@@ -1,7 +1,8 @@
 """The outbox relay: publishes the events that ``common.outbox.add_event`` wrote, then marks them.
 
 Any service whose database has the outbox table runs it as a cleanup context
-(``outbox_relay_ctx``). It is safe with several instances against one database:
+(``common.outbox_relay_ctx``; this module imports no aiohttp). It is safe with several instances
+against one database:
 
 - A batch is claimed with ``SELECT … FOR UPDATE SKIP LOCKED``, so two relays never hold the same
   event, and the row lock is held until the broker has confirmed the message.
@@ -23,20 +24,15 @@ import asyncio
 import contextlib
 import json
 import random
-from collections.abc import AsyncIterator
 
 import asyncpg
 import structlog
-from aiohttp import web
 from prometheus_client import Counter, Gauge
 
 from common.amqp import AmqpUnavailable, DramatiqPublisher, PublishRejected
-from common.contexts import PG_POOL
 from common.events import ROUTES, event_message
-from common.metrics import SERVICE_NAME
 from common.outbox import OUTBOX_CHANNEL
-from common.settings import RelaySettings
-from common.types import CleanupCtx
+from common.tracing import producer_span
 
 log = structlog.get_logger(__name__)
 
@@ -145,7 +141,9 @@ class OutboxRelay:
     async def _publish_event(self, payload: str) -> str:
         event = json.loads(payload)
         for route in ROUTES.get(event["event_type"], ()):
-            await self._publisher.send(event_message(event, route))
+            # A producer span in the event's trace; the message's options carry its context.
+            with producer_span(route.queue_name, route.actor_name, parent=event):
+                await self._publisher.send(event_message(event, route))
         return str(event["event_type"])
 
     async def _publish_batch(self) -> tuple[int, int, AmqpUnavailable | None]:
@@ -275,32 +273,3 @@ class OutboxRelay:
                 await listener.close(timeout=2)
         await self._publisher.close()
         OUTBOX_BROKER_CONNECTED.labels(self._service).set(0)
-
-
-def outbox_relay_ctx(settings: RelaySettings, *, listen_dsn: str) -> CleanupCtx:
-    """Run the relay for the app's ``PG_POOL`` database; add it after ``pg_pool_ctx``.
-
-    ``listen_dsn`` is the same database's DSN: LISTEN needs a connection of its own, outside the
-    pool. With ``OUTBOX_RELAY_ENABLED=false`` (e.g. a process that should only serve HTTP) it does
-    nothing.
-    """
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        if not settings.outbox_relay_enabled:
-            log.info("outbox_relay_disabled")
-            yield
-            return
-        relay = OutboxRelay(
-            app[PG_POOL],
-            DramatiqPublisher(settings.amqp_url),
-            service=app[SERVICE_NAME],
-            listen_dsn=listen_dsn,
-            batch_size=settings.outbox_batch_size,
-            poll_interval_s=settings.outbox_poll_interval_s,
-            max_backoff_s=settings.outbox_max_backoff_s,
-        )
-        relay.start()
-        yield
-        await relay.stop()
-
-    return ctx

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from common.auth import TOKEN_VERIFIER, token_verifier
 from common.contexts import PG_POOL, REDIS, pg_pool_ctx, redis_ctx
 from common.http_tracing import tracing_ctx
-from common.outbox_relay import outbox_relay_ctx
+from common.outbox_relay_ctx import outbox_relay_ctx
 from common.types import CleanupCtx
 from common.web import base_application
 from order_api import service

@@ -17,7 +17,7 @@ from common.auth import TOKEN_VERIFIER, token_verifier
 from common.contexts import PG_POOL, REDIS, pg_pool_ctx, redis_ctx
 from common.http_tracing import tracing_ctx
 from common.jwt import load_private_key
-from common.outbox_relay import outbox_relay_ctx
+from common.outbox_relay_ctx import outbox_relay_ctx
 from common.types import CleanupCtx
 from common.web import base_application
 from user_api.deps import MIGRATIONS, build_deps
