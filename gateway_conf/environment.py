@@ -48,29 +48,40 @@ def _env_bool(env: Mapping[str, str], name: str) -> bool:
     raise RenderError(f"{name}: {raw!r} is not true or false")
 
 
+def _ports(env: Mapping[str, str]) -> dict[str, int]:
+    """The port each API listens on (its first instance in host mode)."""
+    return {
+        "user_api": _env_int(env, "USER_API_PORT", 8081),
+        "order_api": _env_int(env, "ORDER_API_PORT", 8082),
+        "notifier": _env_int(env, "NOTIFIER_PORT", 8083),
+    }
+
+
 def _host_upstreams(env: Mapping[str, str]) -> dict[str, list[str]]:
     # The instances `scripts/deploy.sh local` starts, on the ports it starts them with: the second
     # instance's port is a setting of its own (USER_API_PORT_2, ORDER_API_PORT_2; .env.example).
-    user = _env_int(env, "USER_API_PORT", 8081)
-    user_2 = _env_int(env, "USER_API_PORT_2", 8091)
-    order = _env_int(env, "ORDER_API_PORT", 8082)
-    order_2 = _env_int(env, "ORDER_API_PORT_2", 8092)
-    notifier = _env_int(env, "NOTIFIER_PORT", 8083)
+    ports = _ports(env)
+    second = {
+        "user_api": _env_int(env, "USER_API_PORT_2", 8091),
+        "order_api": _env_int(env, "ORDER_API_PORT_2", 8092),
+    }
     defaults = {
-        "user_api": f"127.0.0.1:{user},127.0.0.1:{user_2}",
-        "order_api": f"127.0.0.1:{order},127.0.0.1:{order_2}",
-        "notifier": f"127.0.0.1:{notifier}",
+        name: ",".join(f"127.0.0.1:{port}" for port in (ports[name], second.get(name)) if port)
+        for name in SERVICES
     }
     return _upstreams(env, defaults)
 
 
-def _compose_upstreams(env: Mapping[str, str]) -> dict[str, list[str]]:
-    defaults = {
-        "user_api": f"user-service:{_env_int(env, 'USER_API_PORT', 8081)}",
-        "order_api": f"order-service:{_env_int(env, 'ORDER_API_PORT', 8082)}",
-        "notifier": f"notification-service:{_env_int(env, 'NOTIFIER_PORT', 8083)}",
-    }
-    return _upstreams(env, defaults)
+# The names the network of each mode knows the APIs by: compose's services and, in
+# deploy/k8s/base, Kubernetes Services (a ClusterIP is a stable virtual address in front of every
+# ready pod, so nginx resolves each name once at start and needs no resolver of its own).
+COMPOSE_HOSTS = {"user_api": "user-service", "order_api": "order-service", "notifier": "notification-service"}
+KUBERNETES_HOSTS = {"user_api": "user-api", "order_api": "order-api", "notifier": "notifier"}
+
+
+def _named_upstreams(env: Mapping[str, str], hosts: Mapping[str, str]) -> dict[str, list[str]]:
+    ports = _ports(env)
+    return _upstreams(env, {name: f"{hosts[name]}:{ports[name]}" for name in SERVICES})
 
 
 def _upstreams(env: Mapping[str, str], defaults: Mapping[str, str]) -> dict[str, list[str]]:
@@ -149,7 +160,7 @@ def config_from_env(
     # published ports, which only matter for the redirect's target.
     return GatewayConfig(
         mode="compose",
-        upstreams=_compose_upstreams(env),
+        upstreams=_named_upstreams(env, COMPOSE_HOSTS),
         tls_cert="/etc/gateway/tls/tls.crt",
         tls_key="/etc/gateway/tls/tls.key",
         pid_file="/var/run/nginx.pid",
@@ -170,17 +181,6 @@ def config_from_env(
     )
 
 
-def _kubernetes_upstreams(env: Mapping[str, str]) -> dict[str, list[str]]:
-    # The Services of deploy/k8s/base: a ClusterIP is a stable virtual address in front of every
-    # ready pod, so nginx resolves each name once at start and needs no resolver of its own.
-    defaults = {
-        "user_api": f"user-api:{_env_int(env, 'USER_API_PORT', 8081)}",
-        "order_api": f"order-api:{_env_int(env, 'ORDER_API_PORT', 8082)}",
-        "notifier": f"notifier:{_env_int(env, 'NOTIFIER_PORT', 8083)}",
-    }
-    return _upstreams(env, defaults)
-
-
 def _kubernetes_config(env: Mapping[str, str], common: Mapping[str, Any]) -> GatewayConfig:
     """deploy/k8s: rendered by the gateway pod's init container into an emptyDir.
 
@@ -190,7 +190,7 @@ def _kubernetes_config(env: Mapping[str, str], common: Mapping[str, Any]) -> Gat
     """
     return GatewayConfig(
         mode="kubernetes",
-        upstreams=_kubernetes_upstreams(env),
+        upstreams=_named_upstreams(env, KUBERNETES_HOSTS),
         tls_cert="/etc/gateway/tls/tls.crt",
         tls_key="/etc/gateway/tls/tls.key",
         pid_file="/tmp/nginx/nginx.pid",  # noqa: S108 - an emptyDir of the pod's own
