@@ -22,6 +22,8 @@ from common import amqp
 from common.amqp import ConfirmingPublisher
 from common.outbox_relay import OutboxRelay
 
+CONNECTED_LINE = "unsafe relay connected"
+
 
 class UnconfirmedPublisher(ConfirmingPublisher):
     def __init__(self, url: str) -> None:
@@ -67,14 +69,18 @@ def unconfirmed_publisher(url: str) -> Any:
 async def run(dsn: str, amqp_url: str) -> None:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     assert pool is not None
+    publisher = unconfirmed_publisher(amqp_url)
+    # Connected (and the queues declared) while the route is healthy: the suite turns it into a
+    # black hole only after this line, or the relay would hang in its handshake and claim nothing.
+    await (getattr(publisher, "ensure_ready", None) or publisher.connect)()
     relay = OutboxRelay(
         pool,
-        unconfirmed_publisher(amqp_url),
+        publisher,
         service="chaos_unsafe_relay",
         listen_dsn=dsn,
         poll_interval_s=0.2,
     )
-    print("unsafe relay running", flush=True)
+    print(CONNECTED_LINE, flush=True)
     try:
         await relay.run()
     finally:
