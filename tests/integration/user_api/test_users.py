@@ -1,17 +1,47 @@
-"""Users CRUD, object-level authorization, mass assignment, cache invalidation."""
+"""Users CRUD, object-level authorization, mass assignment, cache invalidation.
+
+Each test runs inside one transaction, rolled back at the end (tests/integration/db.py): the
+app gets it through ``create_app(pool=)``, and the admin is made through the app's own deps, so
+nothing a test writes outlives it (the session's shared users database is never touched).
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
+import asyncpg
+import pytest
 import redis
 
-from tests.integration.user_api.conftest import PASSWORD, Account
+from tests.integration.db import RolledBackPool
+from tests.integration.user_api.conftest import PASSWORD, SPEC, Account, unique_email
 from tests.openapi_check import CheckedClient
+from user_api import service
+from user_api.app import create_app
 from user_api.settings import Settings
+from user_api.state import DEPS
 
 NewAccount = Callable[..., Awaitable[Account]]
+
+
+@pytest.fixture
+async def client(users_tx: RolledBackPool, aiohttp_client: Any, settings: Settings) -> CheckedClient:
+    # users_tx first: the app is torn down before the transaction is rolled back.
+    return CheckedClient(await aiohttp_client(create_app(settings, pool=cast(asyncpg.Pool, users_tx))), SPEC)
+
+
+@pytest.fixture
+async def admin(client: CheckedClient) -> Account:
+    email = unique_email("admin")
+    await service.create_admin(client.app[DEPS], email, PASSWORD, "Admin")
+    login = await client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+    assert login.status == 200
+    tokens = await login.json()
+    return Account(
+        tokens["user"]["id"], email, PASSWORD, tokens["access_token"], tokens["refresh_token"], tokens["user"]
+    )
 
 
 async def test_list_users_is_admin_only_and_paginated_with_total(
@@ -28,7 +58,7 @@ async def test_list_users_is_admin_only_and_paginated_with_total(
     assert body["limit"] == 2
     assert body["offset"] == 1
     assert len(body["items"]) == 2
-    assert body["total"] >= 5
+    assert body["total"] == 5  # this test's users alone: the others were rolled back
     everyone = await client.get("/api/users", params={"limit": "100"}, headers=admin.auth)
     ids = [u["id"] for u in (await everyone.json())["items"]]
     assert user.id in ids
