@@ -23,6 +23,8 @@ from dramatiq import Message
 from dramatiq.common import current_millis, dq_name, xq_name
 from pydantic import BaseModel, ConfigDict
 
+from common.tracing import w3c_context
+
 USER_REGISTERED = "user.registered"
 ORDER_CREATED = "order.created"
 ORDER_STATUS_CHANGED = "order.status_changed"
@@ -101,6 +103,8 @@ def new_event(
         "event_type": event_type,
         "occurred_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "trace_id": trace_id or uuid.uuid4().hex,
+        # W3C traceparent/tracestate of the span that wrote the event: the relay continues it.
+        **w3c_context(),
         "producer": producer,
         "data": data,
     }
@@ -124,6 +128,10 @@ def dramatiq_message(
     sends it; the worker moves it to ``Q`` once the eta has passed.
     """
     message_options = dict(options or {})
+    # The current span's context (the relay's producer span, a worker's consumer span), unless the
+    # options already carry one (a replay keeps its trace).
+    if "traceparent" not in message_options:
+        message_options.update(w3c_context())
     queue_name = route.queue_name
     if delay_ms is not None:
         queue_name = dq_name(queue_name)
