@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
+from collections.abc import AsyncIterator
 from datetime import datetime
 
+import asyncpg
 from pydantic import ValidationError
 
 from common.db import create_pool
@@ -80,11 +83,21 @@ def run_resend(settings: NotifierSettings, args: argparse.Namespace) -> int:
     return asyncio.run(_resend_ids(settings, args.ids))
 
 
-async def _resend_ids(settings: NotifierSettings, ids: list[str]) -> int:
+@contextlib.asynccontextmanager
+async def _opened(settings: NotifierSettings) -> AsyncIterator[tuple[asyncpg.Pool, DeliveryQueue]]:
+    """What both resends work with, as the API has it: the notifications pool and the queue."""
     pool = await create_pool(settings.dsn, min_size=1, max_size=2)
     queue = DeliveryQueue(settings.amqp_url)
-    refused = 0
     try:
+        yield pool, queue
+    finally:
+        await queue.close()
+        await pool.close()
+
+
+async def _resend_ids(settings: NotifierSettings, ids: list[str]) -> int:
+    refused = 0
+    async with _opened(settings) as (pool, queue):
         for notification_id in ids:
             try:
                 notification = await resend.resend(pool, queue, notification_id, resent_by=None)
@@ -93,23 +106,16 @@ async def _resend_ids(settings: NotifierSettings, ids: list[str]) -> int:
                 print(f"refused {notification_id}: {exc.detail}", file=sys.stderr)
             else:
                 print(f"resent {notification.id} (resend {notification.resends})")
-    finally:
-        await queue.close()
-        await pool.close()
     return 1 if refused else 0
 
 
 async def _resend_matching(settings: NotifierSettings, query: ResendMatching) -> int:
-    pool = await create_pool(settings.dsn, min_size=1, max_size=2)
-    queue = DeliveryQueue(settings.amqp_url)
-    try:
-        result = await resend.resend_matching(pool, queue, query, resent_by=None)
-    except AppError as exc:
-        print(f"refused: {exc.detail}", file=sys.stderr)
-        return 1
-    finally:
-        await queue.close()
-        await pool.close()
+    async with _opened(settings) as (pool, queue):
+        try:
+            result = await resend.resend_matching(pool, queue, query, resent_by=None)
+        except AppError as exc:
+            print(f"refused: {exc.detail}", file=sys.stderr)
+            return 1
     for notification_id in result.ids:
         print(f"{'would resend' if result.dry_run else 'resent'} {notification_id}")
     print(f"{result.count} notification(s) {'match' if result.dry_run else 'resent'}")
