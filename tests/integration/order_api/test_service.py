@@ -1,34 +1,56 @@
-"""The rules of order_api through its HTTP API: totals, lifecycle, permissions, lists, idempotency."""
+"""The rules of order_api through its HTTP API: totals, lifecycle, permissions, lists, idempotency.
+
+Each test runs inside one transaction on a migrated database, rolled back at the end
+(tests/integration/db.py): the app gets that connection through ``create_app(pool=)``, and the
+test reads what was written through the same connection. Only the race between concurrent
+requests needs real concurrent transactions; it has a database and a pool of its own.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
+import pytest
 from prometheus_client import REGISTRY
 
+from order_api.app import create_app
 from order_api.settings import Settings
 from tests.conftest import pg_dsn
-from tests.integration.order_api.conftest import StandInUserService, User, order_body, place
+from tests.integration.db import RolledBackPool
+from tests.integration.order_api.conftest import SPEC, StandInUserService, User, order_body, override, place
 from tests.openapi_check import CheckedClient
 
 NewUser = Callable[..., User]
 
 
-async def _db_fetch(settings: Settings, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(pg_dsn(settings.order_db_name))
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
+@pytest.fixture
+def orders_db(orders_migrated_db: str) -> str:
+    # One migrated database for the module's tests; each test's changes are rolled back.
+    return orders_migrated_db
 
 
-async def _events(settings: Settings, order_id: str) -> list[dict[str, Any]]:
+@pytest.fixture
+async def client(orders_tx: RolledBackPool, aiohttp_client: Any, settings: Settings) -> CheckedClient:
+    # orders_tx first: the app is torn down before the transaction is rolled back.
+    return CheckedClient(await aiohttp_client(create_app(settings, pool=cast(asyncpg.Pool, orders_tx))), SPEC)
+
+
+@pytest.fixture
+def db(orders_tx: RolledBackPool) -> RolledBackPool:
+    return orders_tx
+
+
+async def _db_fetch(db: RolledBackPool, sql: str, *args: Any) -> list[asyncpg.Record]:
+    return await db.fetch(sql, *args)
+
+
+async def _events(db: RolledBackPool, order_id: str) -> list[dict[str, Any]]:
     rows = await _db_fetch(
-        settings,
+        db,
         "SELECT payload::text AS payload FROM outbox_events WHERE aggregate_id = $1 ORDER BY id",
         order_id,
     )
@@ -42,7 +64,7 @@ async def _set_status(client: CheckedClient, user: User, order_id: str, status: 
 
 
 async def test_create_computes_exact_totals_and_stores_them(
-    client: CheckedClient, new_user: NewUser, settings: Settings
+    client: CheckedClient, new_user: NewUser, db: RolledBackPool
 ) -> None:
     user = new_user()
     body = order_body(("A", 3, "0.10"), ("B", 1, "0.20"), ("C", 7, "19.99"))
@@ -51,7 +73,7 @@ async def test_create_computes_exact_totals_and_stores_them(
     assert order["user_id"] == user.id
     assert [i["line_total"] for i in order["items"]] == ["0.30", "0.20", "139.93"]
     assert order["total"] == "140.43"  # 0.1 * 3 + 0.2 in floats would be 0.5000000000000001
-    stored = await _db_fetch(settings, "SELECT total::text AS total FROM orders WHERE id = $1", order["id"])
+    stored = await _db_fetch(db, "SELECT total::text AS total FROM orders WHERE id = $1", order["id"])
     assert stored[0]["total"] == "140.43"
 
 
@@ -70,14 +92,14 @@ async def test_create_accepts_exact_json_numbers_and_normalises_them(
 
 
 async def test_create_returns_location_and_emits_order_created_with_contact(
-    client: CheckedClient, new_user: NewUser, settings: Settings
+    client: CheckedClient, new_user: NewUser, db: RolledBackPool
 ) -> None:
     user = new_user()
     response = await client.post("/api/orders", json=order_body(), headers=user.auth)
     assert response.status == 201
     order = await response.json()
     assert response.headers["Location"] == f"/api/orders/{order['id']}"
-    events = await _events(settings, order["id"])
+    events = await _events(db, order["id"])
     assert [e["event_type"] for e in events] == ["order.created"]
     assert events[0]["data"]["order"] == order
     assert events[0]["producer"] == "order_api"
@@ -111,14 +133,14 @@ async def test_unknown_order_is_404(client: CheckedClient, new_user: NewUser) ->
 
 
 async def test_owner_cancels_a_pending_order_and_it_emits_order_cancelled(
-    client: CheckedClient, new_user: NewUser, settings: Settings
+    client: CheckedClient, new_user: NewUser, db: RolledBackPool
 ) -> None:
     user = new_user()
     order = await place(client, user)
     response = await client.delete(f"/api/orders/{order['id']}", headers=user.auth)
     assert response.status == 200
     assert (await response.json())["status"] == "CANCELLED"
-    events = await _events(settings, order["id"])
+    events = await _events(db, order["id"])
     assert [e["event_type"] for e in events] == ["order.created", "order.cancelled"]
     cancelled = events[1]["data"]
     assert (cancelled["from_status"], cancelled["to_status"], cancelled["changed_by"]) == (
@@ -140,7 +162,7 @@ async def test_cancelling_twice_is_conflict(client: CheckedClient, new_user: New
 
 
 async def test_admin_walks_the_whole_lifecycle_with_history_and_events(
-    client: CheckedClient, new_user: NewUser, settings: Settings
+    client: CheckedClient, new_user: NewUser, db: RolledBackPool
 ) -> None:
     user, admin = new_user(), new_user("admin")
     order = await place(client, user)
@@ -155,7 +177,7 @@ async def test_admin_walks_the_whole_lifecycle_with_history_and_events(
         ("CONFIRMED", "SHIPPED", admin.id, "now SHIPPED"),
         ("SHIPPED", "DELIVERED", admin.id, "now DELIVERED"),
     ]
-    events = await _events(settings, order["id"])
+    events = await _events(db, order["id"])
     assert [(e["event_type"], e["data"].get("to_status")) for e in events] == [
         ("order.created", None),
         ("order.status_changed", "CONFIRMED"),
@@ -183,7 +205,7 @@ async def test_committed_transitions_are_counted_and_refused_ones_are_not(
 
 
 async def test_illegal_transitions_are_conflicts_and_change_nothing(
-    client: CheckedClient, new_user: NewUser, settings: Settings
+    client: CheckedClient, new_user: NewUser, db: RolledBackPool
 ) -> None:
     user, admin = new_user(), new_user("admin")
     order = await place(client, user)
@@ -198,7 +220,7 @@ async def test_illegal_transitions_are_conflicts_and_change_nothing(
     detail = await (await client.get(f"/api/orders/{order['id']}", headers=user.auth)).json()
     assert detail["status"] == "SHIPPED"
     assert len(detail["history"]) == 3
-    assert len(await _events(settings, order["id"])) == 3
+    assert len(await _events(db, order["id"])) == 3
 
 
 async def test_owner_may_cancel_a_confirmed_order(client: CheckedClient, new_user: NewUser) -> None:
@@ -307,7 +329,7 @@ async def test_list_rejects_bad_query_parameters(client: CheckedClient, new_user
 
 
 async def test_idempotent_replay_returns_the_original_response_without_a_second_order(
-    client: CheckedClient, new_user: NewUser, settings: Settings, user_service: StandInUserService
+    client: CheckedClient, new_user: NewUser, db: RolledBackPool, user_service: StandInUserService
 ) -> None:
     user = new_user()
     headers = {**user.auth, "Idempotency-Key": "checkout-42"}
@@ -321,9 +343,9 @@ async def test_idempotent_replay_returns_the_original_response_without_a_second_
     assert replay.headers["Idempotent-Replayed"] == "true"
     assert "Idempotent-Replayed" not in first.headers
     assert user_service.calls == calls_after_first  # a replay needs no user validation
-    orders = await _db_fetch(settings, "SELECT id FROM orders")
+    orders = await _db_fetch(db, "SELECT id FROM orders")
     assert len(orders) == 1
-    events = await _db_fetch(settings, "SELECT event_type FROM outbox_events")
+    events = await _db_fetch(db, "SELECT event_type FROM outbox_events")
     assert [e["event_type"] for e in events] == ["order.created"]
 
 
@@ -347,8 +369,11 @@ async def test_idempotency_keys_are_per_user(client: CheckedClient, new_user: Ne
 
 
 async def test_concurrent_requests_with_one_key_create_one_order(
-    client: CheckedClient, new_user: NewUser, settings: Settings
+    aiohttp_client: Any, new_user: NewUser, settings: Settings, database_factory: Callable[[str], str]
 ) -> None:
+    # Five transactions racing for one key: a pool and a database of its own, not the rollback.
+    own = override(settings, order_db_name=database_factory("orders"))
+    client = CheckedClient(await aiohttp_client(create_app(own)), SPEC)
     user = new_user()
     headers = {**user.auth, "Idempotency-Key": "double-click"}
     responses = await asyncio.gather(
@@ -356,43 +381,39 @@ async def test_concurrent_requests_with_one_key_create_one_order(
     )
     assert [r.status for r in responses] == [201] * 5
     assert len({(await r.json())["id"] for r in responses}) == 1
-    assert len(await _db_fetch(settings, "SELECT id FROM orders")) == 1
-    assert len(await _db_fetch(settings, "SELECT id FROM outbox_events")) == 1
+    conn = await asyncpg.connect(pg_dsn(own.order_db_name))
+    try:
+        assert len(await conn.fetch("SELECT id FROM orders")) == 1
+        assert len(await conn.fetch("SELECT id FROM outbox_events")) == 1
+    finally:
+        await conn.close()
 
 
 async def test_an_expired_key_starts_a_new_order(
-    client: CheckedClient, new_user: NewUser, settings: Settings
+    client: CheckedClient, new_user: NewUser, db: RolledBackPool
 ) -> None:
     user = new_user()
     headers = {**user.auth, "Idempotency-Key": "old-key"}
     first = await (await client.post("/api/orders", json=order_body(), headers=headers)).json()
-    conn = await asyncpg.connect(pg_dsn(settings.order_db_name))
-    try:
-        await conn.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
-    finally:
-        await conn.close()
+    await db.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
     again = await client.post("/api/orders", json=order_body(("SKU-9", 1, "1.00")), headers=headers)
     assert again.status == 201
     assert (await again.json())["id"] != first["id"]
     assert "Idempotent-Replayed" not in again.headers
 
 
-async def test_expired_keys_are_purged(client: CheckedClient, new_user: NewUser, settings: Settings) -> None:
+async def test_expired_keys_are_purged(client: CheckedClient, new_user: NewUser, db: RolledBackPool) -> None:
     from order_api import service
     from order_api.state import DEPS
 
     user = new_user()
     for key in ("a", "b"):
         await client.post("/api/orders", json=order_body(), headers={**user.auth, "Idempotency-Key": key})
-    conn = await asyncpg.connect(pg_dsn(settings.order_db_name))
-    try:
-        await conn.execute(
-            "UPDATE idempotency_keys SET created_at = now() - interval '2 days' WHERE idem_key = 'a'"
-        )
-    finally:
-        await conn.close()
+    await db.execute(
+        "UPDATE idempotency_keys SET created_at = now() - interval '2 days' WHERE idem_key = 'a'"
+    )
     assert await service.purge_expired_idempotency_keys(client.app[DEPS]) == 1
-    remaining = await _db_fetch(settings, "SELECT idem_key FROM idempotency_keys")
+    remaining = await _db_fetch(db, "SELECT idem_key FROM idempotency_keys")
     assert [r["idem_key"] for r in remaining] == ["b"]
 
 
@@ -406,11 +427,11 @@ async def test_a_malformed_idempotency_key_is_422(client: CheckedClient, new_use
 
 
 async def test_a_user_the_user_service_does_not_know_cannot_order(
-    client: CheckedClient, new_user: NewUser, user_service: StandInUserService, settings: Settings
+    client: CheckedClient, new_user: NewUser, user_service: StandInUserService, db: RolledBackPool
 ) -> None:
     user = new_user()
     del user_service.users[user.id]  # deleted in user_api, token not yet expired
     response = await client.post("/api/orders", json=order_body(), headers=user.auth)
     assert response.status == 422
     assert "cannot place orders" in (await response.json())["detail"]
-    assert await _db_fetch(settings, "SELECT id FROM orders") == []
+    assert await _db_fetch(db, "SELECT id FROM orders") == []
