@@ -27,7 +27,8 @@ async def create_order(request: web.Request) -> web.Response:
     headers = {"Location": f"/api/orders/{placed.order_id}"}
     if placed.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return web.json_response(text=placed.body, status=placed.status, headers=headers)
+    # A replay answers as the original request did: 201 Created, with the original body.
+    return web.json_response(text=placed.body, status=201, headers=headers)
 
 
 async def get_order(request: web.Request) -> web.Response:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +17,40 @@ ORDER_COLUMNS = """
     created_at, updated_at
 """
 
+# An order, its lines, its first history entry, its outbox event and (with an Idempotency-Key)
+# the key's record, in one statement: one round trip and its own transaction. Every value the
+# response and the event carry is computed by the caller beforehand (the id, created_at), so
+# nothing is read back. The key comes first: when a live entry holds it, ``k`` is empty, nothing
+# else is written and no row returns. pg_notify is transactional: the relay wakes on commit.
+CREATE_ORDER_SQL = """
+    WITH k AS (
+        INSERT INTO idempotency_keys (user_id, idem_key, request_hash, order_id, response_body)
+        SELECT $2::uuid, $13::text, $14::text, $1::uuid, $15::text WHERE $13::text IS NOT NULL
+        ON CONFLICT (user_id, idem_key) DO UPDATE
+            SET request_hash = EXCLUDED.request_hash, order_id = EXCLUDED.order_id,
+                response_body = EXCLUDED.response_body, created_at = now()
+            WHERE idempotency_keys.created_at < now() - make_interval(secs => $16)
+        RETURNING idem_key
+    ), o AS (
+        INSERT INTO orders (id, user_id, currency, total, contact, created_at, updated_at)
+        SELECT $1, $2, $3, $4, $5::jsonb, $6, $6 WHERE $13::text IS NULL OR EXISTS (SELECT FROM k)
+        RETURNING id, user_id, status
+    ), i AS (
+        INSERT INTO order_items (order_id, position, sku, name, quantity, unit_price, line_total)
+        SELECT o.id, t.n - 1, t.sku, t.name, t.quantity, t.unit_price, t.line_total
+        FROM o, unnest($7::text[], $8::text[], $9::int[], $10::numeric[], $11::numeric[])
+            WITH ORDINALITY AS t (sku, name, quantity, unit_price, line_total, n)
+    ), h AS (
+        INSERT INTO order_status_history (order_id, from_status, to_status, changed_by, reason)
+        SELECT o.id, NULL, o.status, o.user_id::text, $12 FROM o
+    ), e AS (
+        INSERT INTO outbox_events (event_id, event_type, aggregate_id, payload)
+        SELECT $17, $18, o.id::text, $19::jsonb FROM o
+    )
+    SELECT pg_notify($20, $18) FROM o
+"""
+
+# Single rows, for tests and tools that build an order step by step; the API uses CREATE_ORDER_SQL.
 INSERT_ORDER_SQL = f"""
     INSERT INTO orders (user_id, currency, total, contact)
     VALUES ($1, $2, $3, $4::jsonb)
@@ -64,26 +100,65 @@ USER_FILTER_SQL = "user_id = ${n}"
 STATUS_FILTER_SQL = "status = ${n}"
 
 GET_IDEMPOTENCY_KEY_SQL = """
-    SELECT request_hash, order_id::text AS order_id, response_code, response_body
+    SELECT request_hash, order_id::text AS order_id, response_body
     FROM idempotency_keys
     WHERE user_id = $1 AND idem_key = $2 AND created_at >= now() - make_interval(secs => $3)
-"""
-
-# An expired key (not yet purged) is taken over; a live one is left alone and nothing returns.
-SAVE_IDEMPOTENCY_KEY_SQL = """
-    INSERT INTO idempotency_keys (user_id, idem_key, request_hash, order_id, response_code, response_body)
-    VALUES ($1, $2, $3, $4, $5, $6)
-    ON CONFLICT (user_id, idem_key) DO UPDATE
-        SET request_hash = EXCLUDED.request_hash, order_id = EXCLUDED.order_id,
-            response_code = EXCLUDED.response_code, response_body = EXCLUDED.response_body,
-            created_at = now()
-        WHERE idempotency_keys.created_at < now() - make_interval(secs => $7)
-    RETURNING idem_key
 """
 
 PURGE_IDEMPOTENCY_KEYS_SQL = """
     DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)
 """
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    """Everything CREATE_ORDER_SQL writes; ``items`` are (sku, name, quantity, unit_price, line_total)."""
+
+    order_id: str
+    user_id: str
+    currency: str
+    total: Decimal
+    contact_json: str
+    created_at: datetime
+    items: Sequence[tuple[str, str, int, Decimal, Decimal]]
+    reason: str
+    event: dict[str, Any]
+    event_json: str
+    channel: str
+
+
+@dataclass(frozen=True)
+class NewKey:
+    key: str
+    request_hash: str
+    response_body: str
+    ttl_s: float
+
+
+async def create_order(db: Executor, order: NewOrder, key: NewKey | None) -> bool:
+    """Write the order in one statement; False (and nothing written) if a live entry holds the key."""
+    # unnest() takes the lines column by column.
+    columns = [[item[field] for item in order.items] for field in range(5)]
+    created = await db.fetchrow(
+        CREATE_ORDER_SQL,
+        order.order_id,
+        order.user_id,
+        order.currency,
+        order.total,
+        order.contact_json,
+        order.created_at,
+        *columns,
+        order.reason,
+        key.key if key else None,
+        key.request_hash if key else None,
+        key.response_body if key else None,
+        float(key.ttl_s) if key else 0.0,
+        order.event["event_id"],
+        order.event["event_type"],
+        order.event_json,
+        order.channel,
+    )
+    return created is not None
 
 
 async def insert_order(
@@ -166,31 +241,6 @@ async def list_orders(
 async def get_idempotency_key(db: Executor, user_id: str, key: str, *, ttl_s: float) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await db.fetchrow(GET_IDEMPOTENCY_KEY_SQL, user_id, key, float(ttl_s))
     return row
-
-
-async def save_idempotency_key(
-    conn: Connection,
-    user_id: str,
-    key: str,
-    *,
-    request_hash: str,
-    order_id: str,
-    response_code: int,
-    response_body: str,
-    ttl_s: float,
-) -> bool:
-    """Store the response under the key; False if a live entry for the key already exists."""
-    saved = await conn.fetchval(
-        SAVE_IDEMPOTENCY_KEY_SQL,
-        user_id,
-        key,
-        request_hash,
-        order_id,
-        response_code,
-        response_body,
-        float(ttl_s),
-    )
-    return saved is not None
 
 
 async def purge_idempotency_keys(db: Executor, *, ttl_s: float) -> int:

@@ -11,20 +11,23 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
 import structlog
 
 from common.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
-from common.events import ORDER_CREATED
+from common.events import ORDER_CREATED, new_event
 from common.jwt import Caller
-from common.outbox import add_event
+from common.logging import current_trace_id
+from common.outbox import OUTBOX_CHANNEL, add_event
 from order_api import repository
 from order_api.lifecycle import PRODUCER, apply_transition, count_transition, order_out
 from order_api.schemas import (
     CENT,
     HistoryEntryOut,
+    ItemOut,
     OrderDetailOut,
     OrderIn,
     OrderListQuery,
@@ -53,16 +56,12 @@ class Deps:
 
 @dataclass(frozen=True)
 class Placed:
-    """The response to a create, kept verbatim so an idempotent replay returns the same bytes."""
+    """A placed order as its JSON (kept verbatim under an Idempotency-Key, so a replay returns the
+    same bytes) and whether it is a replay of an earlier request rather than a new order."""
 
-    status: int
     body: str
     order_id: str
     replayed: bool
-
-
-class _KeyTakenMeanwhile(Exception):
-    """A concurrent request with the same Idempotency-Key committed first."""
 
 
 def caller_uuid(caller: Caller) -> str:
@@ -103,7 +102,7 @@ def _replay(stored: asyncpg.Record, body_hash: str) -> Placed:
             "this Idempotency-Key was already used with a different request",
             errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}],
         )
-    return Placed(stored["response_code"], stored["response_body"], stored["order_id"], replayed=True)
+    return Placed(stored["response_body"], stored["order_id"], replayed=True)
 
 
 async def place_order(deps: Deps, caller: Caller, body: OrderIn, *, idempotency_key: str | None) -> Placed:
@@ -137,52 +136,58 @@ async def place_order(deps: Deps, caller: Caller, body: OrderIn, *, idempotency_
     ]
     total = sum((line[4] for line in lines), Decimal("0.00"))
     contact_data = contact.model_dump(mode="json")
-    try:
-        async with deps.pool.acquire() as conn, conn.transaction():
-            row = await repository.insert_order(
-                conn,
-                user_id=user_id,
-                currency=body.currency,
-                total=total,
-                contact_json=json.dumps(contact_data),
-            )
-            await repository.insert_items(conn, row["id"], lines)
-            await repository.insert_history(
-                conn,
-                row["id"],
-                from_status=None,
-                to_status=S.PENDING,
-                changed_by=user_id,
-                reason="order placed",
-            )
-            order = order_out(row, await repository.get_items(conn, [row["id"]]))
-            await add_event(
-                conn,
-                ORDER_CREATED,
-                order.id,
-                {"order": order.model_dump(mode="json"), "user": contact_data},
-                producer=PRODUCER,
-            )
-            response_body = order.model_dump_json()
-            if idempotency_key is not None and not await repository.save_idempotency_key(
-                conn,
-                user_id,
-                idempotency_key,
-                request_hash=body_hash,
-                order_id=order.id,
-                response_code=201,
-                response_body=response_body,
-                ttl_s=ttl_s,
-            ):
-                raise _KeyTakenMeanwhile()  # rolls back this order and its event
-    except _KeyTakenMeanwhile:
+    # The id and the timestamp are chosen here rather than by the database so the response and
+    # the event are known before the single statement that writes them (no read-back). The
+    # event's occurred_at is this clock already.
+    now = datetime.now(UTC)
+    order = OrderOut(
+        id=str(uuid.uuid4()),
+        user_id=user_id,
+        status=S.PENDING,
+        currency=body.currency,
+        items=[
+            ItemOut(sku=sku, name=name, quantity=quantity, unit_price=unit_price, line_total=line_total)
+            for sku, name, quantity, unit_price, line_total in lines
+        ],
+        total=total,
+        created_at=now,
+        updated_at=now,
+    )
+    event = new_event(
+        ORDER_CREATED,
+        {"order": order.model_dump(mode="json"), "user": contact_data},
+        producer=PRODUCER,
+        trace_id=current_trace_id(),
+    )
+    response_body = order.model_dump_json()
+    created = await repository.create_order(
+        deps.pool,
+        repository.NewOrder(
+            order_id=order.id,
+            user_id=user_id,
+            currency=body.currency,
+            total=total,
+            contact_json=json.dumps(contact_data),
+            created_at=now,
+            items=lines,
+            reason="order placed",
+            event=event,
+            event_json=json.dumps(event, default=str),
+            channel=OUTBOX_CHANNEL,
+        ),
+        None
+        if idempotency_key is None
+        else repository.NewKey(idempotency_key, body_hash, response_body, ttl_s),
+    )
+    if not created:
+        # A concurrent request with the same key committed first: answer with its order.
         assert idempotency_key is not None
         stored = await repository.get_idempotency_key(deps.pool, user_id, idempotency_key, ttl_s=ttl_s)
         if stored is None:  # the winner's entry expired in between: vanishingly rare
-            raise Conflict("a request with this Idempotency-Key was just processed; retry") from None
+            raise Conflict("a request with this Idempotency-Key was just processed; retry")
         return _replay(stored, body_hash)
     log.info("order_placed", **{"order.id": order.id, "order.total": str(total), "user.id": user_id})
-    return Placed(201, response_body, order.id, replayed=False)
+    return Placed(response_body, order.id, replayed=False)
 
 
 async def change_status(deps: Deps, caller: Caller, order_id: str, body: StatusChangeIn) -> OrderOut:

@@ -26,7 +26,10 @@ def test_migrate_applies_each_migration_once(database_factory: Callable[[str], s
     database = database_factory("orders_cli")
     first = _run("migrate", ORDER_DB_NAME=database)
     assert first.returncode == 0, first.stderr
-    assert "applied 2 migration(s): outbox/0001_outbox, order_api/0001_orders" in first.stdout
+    assert (
+        "applied 3 migration(s): outbox/0001_outbox, order_api/0001_orders,"
+        " order_api/0002_idempotency_without_status" in first.stdout
+    )
     again = _run("migrate", ORDER_DB_NAME=database)
     assert again.returncode == 0, again.stderr
     assert "applied 0 migration(s)" in again.stdout
