@@ -23,6 +23,7 @@ from common.outbox_relay_ctx import outbox_relay_ctx
 from common.types import CleanupCtx
 from common.web import base_application
 from order_api import service
+from order_api.contact_cache import invalidations
 from order_api.deps import MIGRATIONS, build_deps, user_service_session, users_client
 from order_api.routes import setup_routes
 from order_api.service import Deps
@@ -41,8 +42,11 @@ def _deps_ctx(settings: Settings, users: UsersClient | None) -> CleanupCtx:
             yield
             return
         async with user_service_session(settings) as session:
-            app[DEPS] = build_deps(settings, app[PG_POOL], users_client(settings, session))
-            yield
+            client = users_client(settings, session)
+            app[DEPS] = build_deps(settings, app[PG_POOL], client)
+            # The contact cache is trusted only while it follows user_api's changes.
+            async with invalidations(app[REDIS], client.contacts):
+                yield
 
     return ctx
 

@@ -9,6 +9,7 @@ import asyncpg
 
 from common.breaker import Breaker
 from common.outbox import OUTBOX_MIGRATIONS
+from order_api.contact_cache import ContactCache
 from order_api.service import Deps
 from order_api.settings import Settings
 from order_api.users_client import UsersClient
@@ -40,6 +41,11 @@ def users_client(settings: Settings, session: aiohttp.ClientSession) -> UsersCli
         max_retries=settings.user_service_max_retries,
         retry_backoff_s=settings.user_service_retry_backoff_s,
         instance_cooloff_s=settings.user_service_instance_cooloff_s,
+        contacts=ContactCache(
+            ttl_s=settings.user_contact_cache_ttl_s, max_size=settings.user_contact_cache_size
+        )
+        if settings.user_contact_cache_ttl_s > 0
+        else None,
     )
 
 

@@ -30,6 +30,10 @@ class Settings(BaseServiceSettings, DatabaseSettings, RedisSettings, RelaySettin
     user_service_instance_cooloff_s: float = Field(default=2.0, gt=0, le=300)
     user_service_breaker_fail_max: int = Field(default=5, ge=1, le=1000)
     user_service_breaker_reset_s: float = Field(default=10.0, gt=0, le=3600)
+    # Contacts found are kept this long in each instance (0 turns the cache off), up to this
+    # many users; user_api's user.changed messages drop an entry at once (contact_cache.py).
+    user_contact_cache_ttl_s: float = Field(default=30.0, ge=0, le=3600)
+    user_contact_cache_size: int = Field(default=10_000, ge=1, le=1_000_000)
 
     idempotency_key_ttl_s: int = Field(default=24 * 3600, ge=60, le=30 * 24 * 3600)
     idempotency_purge_interval_s: float = Field(default=3600.0, gt=0)

@@ -29,6 +29,7 @@ from common.failover import Answer, FailoverClient
 from common.failover import ServiceFailed as UserServiceFailed
 from common.logging import current_trace_id
 from common.tracing import client_span
+from order_api.contact_cache import ContactCache
 from order_api.schemas import Contact
 
 log = structlog.get_logger(__name__)
@@ -45,6 +46,7 @@ class UsersClient:
         max_retries: int = 2,
         retry_backoff_s: float = 0.05,
         instance_cooloff_s: float = 2.0,
+        contacts: ContactCache | None = None,
     ) -> None:
         # Instance selection, health and failover are shared with the notifier (common/failover.py).
         self._instances = FailoverClient(
@@ -57,9 +59,24 @@ class UsersClient:
             instance_cooloff_s=instance_cooloff_s,
         )
         self.breaker = breaker
+        # Recent answers (order_api/contact_cache.py): most orders need no call at all, and orders
+        # go on through a short user_api outage. Only found users are kept.
+        self.contacts = contacts
 
     async def fetch_contact(self, user_id: str, bearer_token: str) -> Contact | None:
         """The user's contact data, or None if user_api does not know the user (or deleted it)."""
+        if self.contacts is None:
+            return await self._fetch_contact(user_id, bearer_token)
+        cached = self.contacts.get(user_id)
+        if cached is not None:
+            return cached
+        generation = self.contacts.generation
+        contact = await self._fetch_contact(user_id, bearer_token)
+        if contact is not None:
+            self.contacts.put(user_id, contact, generation=generation)
+        return contact
+
+    async def _fetch_contact(self, user_id: str, bearer_token: str) -> Contact | None:
         path = f"/api/users/{user_id}"
         try:
             answer = await self.breaker.call(lambda: self._get_with_retries(path, bearer_token))

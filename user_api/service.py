@@ -39,6 +39,8 @@ from user_api.settings import Settings
 from user_api.tokens import RotateOutcome, TokenService
 
 log = structlog.get_logger(__name__)
+# The channel order_api's contact cache follows (order_api.contact_cache.USER_CHANGED_CHANNEL).
+USER_CHANGED_CHANNEL = "user.changed"
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,9 @@ def _cache_key(user_id: str) -> str:
 async def _cache_drop(deps: Deps, user_id: str) -> None:
     try:
         await deps.redis.delete(_cache_key(user_id))
+        # order_api keeps contacts in process for a few seconds and drops one on this message
+        # (order_api/contact_cache.py); pub/sub is at most once, its TTL bounds a lost one.
+        await deps.redis.publish(USER_CHANGED_CHANNEL, user_id)
     except RedisError:
         # A stale entry would outlive the change; say so loudly rather than fail the write.
         log.error("user_cache_invalidation_failed", **{"user.id": user_id})

@@ -77,6 +77,7 @@ class FakePool:
 class FakeRedis:
     def __init__(self) -> None:
         self.data: dict[str, str] = {}
+        self.published: list[tuple[str, str]] = []
         self.closed = False
 
     async def get(self, key: str) -> str | None:
@@ -91,6 +92,10 @@ class FakeRedis:
 
     async def exists(self, *keys: str) -> int:
         return sum(key in self.data for key in keys)
+
+    async def publish(self, channel: str, message: str) -> int:
+        self.published.append((channel, message))
+        return 0
 
     async def ping(self) -> bool:
         return True
