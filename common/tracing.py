@@ -51,8 +51,10 @@ def tracer() -> trace.Tracer:
 def sampler_for(settings: BaseServiceSettings) -> Sampler:
     if settings.otel_traces_exporter == "none":
         return ALWAYS_OFF
-    # A trace started upstream keeps the caller's decision, so a trace is whole or absent.
-    return ParentBased(TraceIdRatioBased(settings.otel_traces_sampler_arg))
+    # A sampled caller's trace is recorded, so a trace is whole. An unsampled one (the gateway
+    # starts traces with flags 00) is sampled by its trace id: the same decision in every service.
+    by_trace_id = TraceIdRatioBased(settings.otel_traces_sampler_arg)
+    return ParentBased(by_trace_id, remote_parent_not_sampled=by_trace_id)
 
 
 def exporter_for(settings: BaseServiceSettings) -> SpanExporter | None:
