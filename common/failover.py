@@ -106,12 +106,13 @@ class FailoverClient:
         was_down = instance.down_until > now
         instance.down_until = 0.0 if up else now + self._cooloff_s
         INSTANCE_UP.labels(self.service, instance.base_url).set(1 if up else 0)
+        # "upstream", not "service": ECS logging owns service.name (the process's own service).
         if up and was_down:
-            log.info("upstream_instance_back", service=self.service, instance=instance.base_url)
+            log.info("upstream_instance_back", upstream=self.service, instance=instance.base_url)
         elif not up and not was_down:
             log.warning(
                 "upstream_instance_failed",
-                service=self.service,
+                upstream=self.service,
                 instance=instance.base_url,
                 cooloff_s=self._cooloff_s,
             )

@@ -9,16 +9,19 @@ order_api's breaker.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp import web
 
 from common.breaker import Breaker, BreakerState
 from common.errors import DependencyUnavailable
 from common.failover import split_base_urls
+from common.logging import configure_logging
 from notifier.settings import NotifierSettings
 from notifier.users import UserDirectory
 from order_api.settings import Settings
@@ -238,3 +241,23 @@ async def test_the_notifier_with_every_instance_down_is_503(
     assert failed.value.status == 503
     # The instances' addresses stay in the log.
     assert "127.0.0.1" not in str(failed.value)
+
+
+async def test_an_instance_failing_logs_cleanly_in_the_services_json_format(
+    session: aiohttp.ClientSession, instances: list[Instance], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # ECS logging owns service.name: a field named "service" beside it made every failover a 500.
+    saved = structlog.get_config()
+    configure_logging("order_api", fmt="json")
+    try:
+        client = _client(session, [i.url for i in instances], Breaker("t_logs", fail_max=5))
+        await instances[0].stop()
+        await _validate_many(client, 2)
+    finally:
+        structlog.configure(**saved)
+    failed = [
+        json.loads(line) for line in capsys.readouterr().out.splitlines() if "upstream_instance" in line
+    ]
+    assert failed
+    assert failed[0]["service"]["name"] == "order_api"
+    assert failed[0]["upstream"] == "user_api"
