@@ -17,6 +17,7 @@ from decimal import Decimal
 from types import ModuleType
 from typing import Any
 
+import asyncpg
 import pytest
 
 from common.outbox import INSERT_OUTBOX_EVENT_SQL
@@ -213,6 +214,13 @@ class FakeUserRepository:
             "updated_at": NOW,
         }
         return user_id
+
+    async def insert_user(self, db: Any, *, email: str, password_hash: str, **fields: Any) -> dict[str, Any]:
+        if any(u["email"] == email for u in self.users.values()):
+            raise asyncpg.UniqueViolationError("duplicate key value violates unique constraint")
+        user_id = self.add(role=fields["role"], password_hash=password_hash, email=email)
+        self.users[user_id].update(fields)
+        return self.users[user_id]
 
     async def get_user(self, db: Any, user_id: str) -> dict[str, Any] | None:
         return self.users.get(user_id)

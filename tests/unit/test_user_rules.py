@@ -9,9 +9,10 @@ import bcrypt
 import pytest
 from pydantic import ValidationError
 
-from common.errors import Forbidden, InvalidInput, NotFound
+from common.errors import Conflict, Forbidden, InvalidInput, NotFound
+from common.events import USER_REGISTERED
 from common.jwt import Caller
-from tests.unit.fakes import FakeRedis, FakeTokens, FakeUserRepository, install
+from tests.unit.fakes import FakePool, FakeRedis, FakeTokens, FakeUserRepository, install
 from user_api import repository, service
 from user_api.schemas import PASSWORD_MAX_BYTES, RegisterIn, UserUpdateIn
 from user_api.settings import Settings
@@ -42,9 +43,14 @@ def redis() -> FakeRedis:
 
 
 @pytest.fixture
-def deps(tokens: FakeTokens, redis: FakeRedis) -> service.Deps:
+def pool() -> FakePool:
+    return FakePool()
+
+
+@pytest.fixture
+def deps(pool: FakePool, tokens: FakeTokens, redis: FakeRedis) -> service.Deps:
     settings = Settings(app_env="test", bcrypt_rounds=4)
-    return service.Deps(cast(Any, None), cast(Any, redis), cast(Any, tokens), settings, HASH.encode())
+    return service.Deps(cast(Any, pool), cast(Any, redis), cast(Any, tokens), settings, HASH.encode())
 
 
 def update(**fields: Any) -> UserUpdateIn:
@@ -110,6 +116,48 @@ async def test_a_password_over_the_bcrypt_limit_never_matches() -> None:
     hashed = bcrypt.hashpw(long_password[:PASSWORD_MAX_BYTES].encode(), bcrypt.gensalt(4))
     assert await service.check_password(long_password[:PASSWORD_MAX_BYTES], hashed)
     assert not await service.check_password(long_password, hashed)
+
+
+# --- registration ----------------------------------------------------------------------------
+
+
+async def test_registering_stores_a_bcrypt_hash_and_writes_user_registered_with_the_contact(
+    deps: service.Deps, users: FakeUserRepository, pool: FakePool
+) -> None:
+    user = await service.register(deps, register(email="Ada@Example.com", phone="+447700900123"))
+    stored = users.users[user.id]
+    assert stored["email"] == "ada@example.com"
+    assert bcrypt.checkpw(PASSWORD.encode(), stored["password_hash"].encode())
+    assert user.role == "user"
+    [event] = pool.conn.events
+    assert event["event_type"] == USER_REGISTERED
+    assert event["data"]["user"]["email"] == "ada@example.com"
+    assert event["data"]["user"]["phone"] == "+447700900123"
+    assert "password_hash" not in event["data"]["user"]
+
+
+async def test_a_taken_email_is_conflict_and_no_event_is_written(
+    deps: service.Deps, users: FakeUserRepository, pool: FakePool
+) -> None:
+    users.add(email="ada@example.com")
+    with pytest.raises(Conflict):
+        await service.register(deps, register(email="ADA@example.com"))
+    assert pool.conn.events == []
+
+
+async def test_create_admin_promotes_an_existing_account_and_sets_its_password(
+    deps: service.Deps, users: FakeUserRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user_id = users.add(email="ops@example.com")
+
+    async def set_role_and_password(db: Any, wanted: str, *, role: str, password_hash: str) -> dict[str, Any]:
+        users.users[wanted].update(role=role, password_hash=password_hash)
+        return users.users[wanted]
+
+    monkeypatch.setattr(repository, "set_role_and_password", set_role_and_password)
+    admin, created = await service.create_admin(deps, "Ops@Example.com", "a new admin pass", "Ops")
+    assert (admin.id, admin.role, created) == (user_id, "admin", False)
+    assert bcrypt.checkpw(b"a new admin pass", users.users[user_id]["password_hash"].encode())
 
 
 # --- profile changes -------------------------------------------------------------------------
