@@ -7,6 +7,7 @@ id and mail systems (and people) can tell it is a duplicate.
 
 from __future__ import annotations
 
+import asyncio
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
@@ -22,6 +23,10 @@ from notifier.templates import single_line
 # Replies that mean "fix the configuration", not "this message is bad": retrying (and, once the
 # retries run out, the dead-letter queue and a replay) is the way back, not dropping the mail.
 CONFIGURATION_CODES = frozenset({530, 534, 535, 538})
+# SMTP sessions kept open per sender (one sender per worker process): a new session around each
+# message costs a TCP connect, EHLO (STARTTLS, AUTH) and QUIT. A session carries one mail
+# transaction at a time, so concurrent sends use up to this many sessions.
+MAX_SESSIONS = 4
 
 
 def message_id_for(notification_id: str, domain: str) -> str:
@@ -76,6 +81,59 @@ class EmailSender:
     def __init__(self, settings: DeliverySettings) -> None:
         self._settings = settings
         _, self._envelope_from = parseaddr(settings.mail_from)
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._sessions = asyncio.Semaphore(MAX_SESSIONS)
+
+    def _new_session(self) -> aiosmtplib.SMTP:
+        settings = self._settings
+        return aiosmtplib.SMTP(
+            hostname=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username or None,
+            password=settings.smtp_password or None,
+            use_tls=settings.smtp_use_tls,
+            start_tls=settings.smtp_starttls,
+            validate_certs=settings.smtp_validate_certs,
+            timeout=settings.smtp_timeout_s,
+        )
+
+    async def _transmit(self, message: EmailMessage, recipient: str) -> None:
+        async with self._sessions:
+            smtp = self._idle.pop() if self._idle else None
+            if smtp is not None and not smtp.is_connected:
+                smtp = None
+            if smtp is not None:
+                try:
+                    await smtp.send_message(
+                        message, sender=self._envelope_from or None, recipients=[recipient]
+                    )
+                except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+                    # The server dropped the idle session (its timeout, a restart): once more on a
+                    # fresh one. Had it accepted the message first, the copy has the same Message-ID.
+                    smtp.close()
+                except BaseException:
+                    smtp.close()  # a session in an unknown state is not reused
+                    raise
+                else:
+                    self._idle.append(smtp)
+                    return
+            smtp = self._new_session()
+            try:
+                await smtp.connect()
+                await smtp.send_message(message, sender=self._envelope_from or None, recipients=[recipient])
+            except BaseException:
+                smtp.close()
+                raise
+            self._idle.append(smtp)
+
+    async def aclose(self) -> None:
+        """End the idle sessions politely (QUIT); a process that just exits drops them as well."""
+        idle, self._idle = self._idle, []
+        for smtp in idle:
+            try:
+                await smtp.quit()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                smtp.close()
 
     async def send(self, outgoing: Outgoing) -> str | None:
         settings = self._settings
@@ -91,19 +149,7 @@ class EmailSender:
         settings = self._settings
         message = build_email(outgoing, mail_from=settings.mail_from, domain=settings.message_id_domain)
         try:
-            await aiosmtplib.send(
-                message,
-                sender=self._envelope_from or None,
-                recipients=[outgoing.recipient],
-                hostname=settings.smtp_host,
-                port=settings.smtp_port,
-                username=settings.smtp_username or None,
-                password=settings.smtp_password or None,
-                use_tls=settings.smtp_use_tls,
-                start_tls=settings.smtp_starttls,
-                validate_certs=settings.smtp_validate_certs,
-                timeout=settings.smtp_timeout_s,
-            )
+            await self._transmit(message, outgoing.recipient)
         except aiosmtplib.SMTPException as exc:
             raise _classify(exc) from exc
         except (OSError, TimeoutError) as exc:
