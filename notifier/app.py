@@ -26,15 +26,19 @@ from notifier.deps import MIGRATIONS, build_deps
 from notifier.held import TemplateWatcher
 from notifier.queue import DeliveryQueue
 from notifier.routes import setup_routes
+from notifier.service import Users
 from notifier.settings import NotifierSettings
 from notifier.state import DEPS
 from notifier.templates import TemplateRenderer
+from notifier.users import UserDirectory
 
 __all__ = ["MIGRATIONS", "create_app", "watcher_for"]
 log = structlog.get_logger(__name__)
 
 
-def _deps_ctx(settings: NotifierSettings, given_queue: DeliveryQueue | None) -> CleanupCtx:
+def _deps_ctx(
+    settings: NotifierSettings, given_queue: DeliveryQueue | None, given_users: Users | None
+) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             queue = given_queue
@@ -46,9 +50,14 @@ def _deps_ctx(settings: NotifierSettings, given_queue: DeliveryQueue | None) -> 
                 except Exception as exc:  # start anyway: reads work, and readiness names the broker
                     log.warning("rabbitmq_unavailable_at_start", error=str(exc))
             add_health_check(app, "rabbitmq", queue.check)
-            session = await stack.enter_async_context(aiohttp.ClientSession())
+            users = given_users
+            if users is None:
+                session = await stack.enter_async_context(aiohttp.ClientSession())
+                users = UserDirectory(
+                    session, settings.user_service_url, timeout_s=settings.user_service_timeout_s
+                )
             renderer = TemplateRenderer(settings.templates_dir)
-            app[DEPS] = build_deps(settings, app[PG_POOL], renderer, queue, session)
+            app[DEPS] = build_deps(app[PG_POOL], renderer, queue, users)
             add_health_check(app, "templates", _templates_check(renderer))
             watcher = watcher_for(settings, renderer, app[PG_POOL], queue)
             watcher.start()
@@ -92,6 +101,7 @@ def create_app(
     pool: asyncpg.Pool | None = None,
     redis: Redis | None = None,
     queue: DeliveryQueue | None = None,
+    users: Users | None = None,
 ) -> web.Application:
     app = base_application("notifier")
     # First: the TracerProvider outlives every other context (their last spans get exported).
@@ -114,6 +124,6 @@ def create_app(
         app.cleanup_ctx.append(redis_ctx(settings))
     else:
         app[REDIS] = redis
-    app.cleanup_ctx.append(_deps_ctx(settings, queue))
+    app.cleanup_ctx.append(_deps_ctx(settings, queue, users))
     setup_routes(app)
     return app

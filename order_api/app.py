@@ -26,16 +26,15 @@ from order_api import service
 from order_api.contact_cache import invalidations
 from order_api.deps import MIGRATIONS, build_deps, user_service_session, users_client
 from order_api.routes import setup_routes
-from order_api.service import Deps
+from order_api.service import Deps, Users
 from order_api.settings import Settings
 from order_api.state import DEPS, SETTINGS
-from order_api.users_client import UsersClient
 
 __all__ = ["MIGRATIONS", "create_app"]
 log = structlog.get_logger(__name__)
 
 
-def _deps_ctx(settings: Settings, users: UsersClient | None) -> CleanupCtx:
+def _deps_ctx(settings: Settings, users: Users | None) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         if users is not None:
             app[DEPS] = build_deps(settings, app[PG_POOL], users)
@@ -79,7 +78,7 @@ def create_app(
     *,
     pool: asyncpg.Pool | None = None,
     redis: Redis | None = None,
-    users: UsersClient | None = None,
+    users: Users | None = None,
 ) -> web.Application:
     app = base_application("order_api")
     app[SETTINGS] = settings

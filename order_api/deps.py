@@ -10,7 +10,7 @@ import asyncpg
 from common.breaker import Breaker
 from common.outbox import OUTBOX_MIGRATIONS
 from order_api.contact_cache import ContactCache
-from order_api.service import Deps
+from order_api.service import Deps, Users
 from order_api.settings import Settings
 from order_api.users_client import UsersClient
 
@@ -49,5 +49,5 @@ def users_client(settings: Settings, session: aiohttp.ClientSession) -> UsersCli
     )
 
 
-def build_deps(settings: Settings, pool: asyncpg.Pool, users: UsersClient) -> Deps:
+def build_deps(settings: Settings, pool: asyncpg.Pool, users: Users) -> Deps:
     return Deps(pool, users, settings)

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Protocol
 
 import asyncpg
 import structlog
@@ -26,6 +27,7 @@ from order_api import repository
 from order_api.lifecycle import PRODUCER, apply_transition, count_transition, order_out
 from order_api.schemas import (
     CENT,
+    Contact,
     HistoryEntryOut,
     ItemOut,
     OrderDetailOut,
@@ -36,7 +38,6 @@ from order_api.schemas import (
     StatusChangeIn,
 )
 from order_api.settings import Settings
-from order_api.users_client import UsersClient
 
 log = structlog.get_logger(__name__)
 S = OrderStatus
@@ -47,10 +48,17 @@ OWNER_TARGETS = frozenset({S.CANCELLED})
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
+class Users(Protocol):
+    """The contact look-up the rules need; ``order_api/users_client.py`` answers it over HTTP
+    (injected, so these rules import no HTTP client and a unit test hands in a dict)."""
+
+    async def fetch_contact(self, user_id: str, bearer_token: str) -> Contact | None: ...
+
+
 @dataclass(frozen=True)
 class Deps:
     pool: asyncpg.Pool
-    users: UsersClient
+    users: Users
     settings: Settings
 
 
