@@ -32,6 +32,7 @@ log = structlog.get_logger(__name__)
 
 # Published by user_api (user_api/service.py) with the user's id when a user changes or is deleted.
 USER_CHANGED_CHANNEL = "user.changed"
+PING_INTERVAL_S = 10.0
 
 
 class ContactCache:
@@ -101,12 +102,16 @@ async def follow_invalidations(
             cache.live = True
             if ready is not None:
                 ready.set()
+            pinged = time.monotonic()
             while not stop.is_set():
                 message = await pubsub.get_message(timeout=1.0)
-                if message is None:
-                    await pubsub.ping()  # an idle subscription whose connection died fails here
-                elif message["type"] == "message":
+                if message is not None and message["type"] == "message":
                     cache.drop(str(message["data"]))
+                elif message is None and time.monotonic() - pinged >= PING_INTERVAL_S:
+                    # An idle subscription whose connection died fails here. Not on every empty
+                    # read: the read right after a PONG returns None at once, so that would spin.
+                    await pubsub.ping()
+                    pinged = time.monotonic()
         except (RedisError, OSError) as exc:
             log.warning("contact_cache_invalidation_lost", error=str(exc), retry_s=retry_s)
         finally:
