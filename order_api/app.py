@@ -28,7 +28,7 @@ from order_api.deps import MIGRATIONS, build_deps, user_service_session, users_c
 from order_api.routes import setup_routes
 from order_api.service import Deps, Users
 from order_api.settings import Settings
-from order_api.state import DEPS, SETTINGS
+from order_api.state import DEPS
 
 __all__ = ["MIGRATIONS", "create_app"]
 log = structlog.get_logger(__name__)
@@ -81,7 +81,6 @@ def create_app(
     users: Users | None = None,
 ) -> web.Application:
     app = base_application("order_api")
-    app[SETTINGS] = settings
     # First: the TracerProvider outlives every other context (their last spans get exported).
     app.cleanup_ctx.append(tracing_ctx("order_api", settings))
     app[TOKEN_VERIFIER] = token_verifier(
