@@ -126,6 +126,8 @@ class FakeOrderRepository:
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     items: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    keys: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def add(
         self, *, user_id: str, status: str = "PENDING", total: str = "39.98", currency: str = "EUR"
@@ -152,6 +154,41 @@ class FakeOrderRepository:
             }
         ]
         return order_id
+
+    async def create_order(self, db: Any, order: Any, key: Any) -> bool:
+        """As CREATE_ORDER_SQL: nothing is written when a live entry already holds the key."""
+        if key is not None and (order.user_id, key.key) in self.keys:
+            return False
+        self.orders[order.order_id] = {
+            "id": order.order_id,
+            "user_id": order.user_id,
+            "status": "PENDING",
+            "currency": order.currency,
+            "total": order.total,
+            "contact": order.contact_json,
+            "created_at": order.created_at,
+            "updated_at": order.created_at,
+        }
+        self.items[order.order_id] = [
+            dict(
+                zip(("sku", "name", "quantity", "unit_price", "line_total"), item, strict=True),
+                order_id=order.order_id,
+            )
+            for item in order.items
+        ]
+        self.events.append(order.event)
+        if key is not None:
+            self.keys[(order.user_id, key.key)] = {
+                "request_hash": key.request_hash,
+                "response_body": key.response_body,
+                "order_id": order.order_id,
+            }
+        return True
+
+    async def get_idempotency_key(
+        self, db: Any, user_id: str, key: str, *, ttl_s: float
+    ) -> dict[str, Any] | None:
+        return self.keys.get((user_id, key))
 
     async def get_order(self, db: Any, order_id: str) -> dict[str, Any] | None:
         return self.orders.get(order_id)
