@@ -194,7 +194,9 @@ async def place_order(deps: Deps, caller: Caller, body: OrderIn, *, idempotency_
         if stored is None:  # the winner's entry expired in between: vanishingly rare
             raise Conflict("a request with this Idempotency-Key was just processed; retry")
         return _replay(stored, body_hash)
-    log.info("order_placed", **{"order.id": order.id, "order.total": str(total), "user.id": user_id})
+    # Debug, not info: request_finished already logs the request (with its trace id), and the
+    # order's history and event record the order; a log write per order is a syscall per order.
+    log.debug("order_placed", **{"order.id": order.id, "order.total": str(total), "user.id": user_id})
     return Placed(response_body, order.id, replayed=False)
 
 
