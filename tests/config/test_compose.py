@@ -36,7 +36,10 @@ DATA_VOLUMES = {
     "elasticsearch": "/usr/share/elasticsearch/data",
 }
 # Long-running services without a health check, and why.
-NO_HEALTHCHECK = {"nginx-exporter": "its image is FROM scratch: no shell, no wget to probe with"}
+NO_HEALTHCHECK = {
+    "nginx-exporter": "its image is FROM scratch: no shell, no wget to probe with",
+    "otel-collector": "its image is FROM scratch too; nothing waits for it (spans are dropped)",
+}
 APIS = ("user-service", "order-service", "notification-service")
 
 
