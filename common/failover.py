@@ -19,7 +19,6 @@ import itertools
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -56,18 +55,6 @@ def split_base_urls(base_urls: str | Sequence[str]) -> list[str]:
     if not urls:
         raise ValueError("at least one base URL is required")
     return urls
-
-
-def validated_base_urls(value: str) -> str:
-    """A settings validator's body: every comma-separated item an http(s) base URL."""
-    urls = [item.strip() for item in value.split(",") if item.strip()]
-    if not urls:
-        raise ValueError("name at least one base URL")
-    for url in urls:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{url!r} is not an http(s) base URL")
-    return ",".join(urls)
 
 
 class FailoverClient:

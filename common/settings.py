@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -158,3 +158,15 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
             where = ".".join(str(p) for p in err["loc"]).upper() or "settings"
             problems.append(f"{where}: {err['msg']}")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def validated_base_urls(value: str) -> str:
+    """A settings validator's body: every comma-separated item an http(s) base URL."""
+    urls = [item.strip() for item in value.split(",") if item.strip()]
+    if not urls:
+        raise ValueError("name at least one base URL")
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r} is not an http(s) base URL")
+    return ",".join(urls)

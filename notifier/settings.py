@@ -12,13 +12,13 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings
 
-from common.failover import validated_base_urls
 from common.settings import (
     BaseServiceSettings,
     DatabaseSettings,
     JwtSettings,
     RabbitSettings,
     RedisSettings,
+    validated_base_urls,
 )
 
 CHANNELS = ("email", "sms", "push")

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-import aiohttp
 import asyncpg
 import structlog
 from dramatiq import Broker, Middleware, Worker
@@ -28,6 +27,7 @@ from common.db import create_pool
 from common.errors import ServiceError
 from common.logging import configure_logging
 from common.migrations import ensure_database, migrate_dsn
+from notifier.channels.http import Session, new_session
 from notifier.delivery import DeliveryDeps
 from notifier.deps import MIGRATIONS as NOTIFIER_MIGRATIONS
 from notifier.deps import build_delivery_deps
@@ -49,7 +49,7 @@ class Resources:
     settings: WorkerSettings
     orders_pool: asyncpg.Pool
     notifications_pool: asyncpg.Pool
-    http: aiohttp.ClientSession
+    http: Session
     delivery: DeliveryDeps
     # Deliver messages from async code (the fan-out, the template watcher): aiormq on this
     # loop, confirmed and mandatory; pika's Actor.send would block the loop.
@@ -79,7 +79,7 @@ async def open_resources(settings: WorkerSettings) -> Resources:
     orders_pool = await create_pool(
         settings.dsn_for(settings.order_db_name), min_size=0, max_size=settings.db_pool_max_size
     )
-    http = aiohttp.ClientSession()
+    http = new_session()
     renderer = TemplateRenderer(settings.templates_dir)
     delivery = build_delivery_deps(settings, notifications_pool, renderer, http)
     queue = DeliveryQueue(settings.amqp_url)  # connects on first use

@@ -10,6 +10,16 @@ import aiohttp
 
 from notifier.channels import PermanentFailure, TransientFailure, describe
 
+# The one HTTP client session type the providers' adapters take; hosts open it through
+# new_session() so that only this door to the providers imports aiohttp (the import rule).
+Session = aiohttp.ClientSession
+
+
+def new_session() -> Session:
+    """A session for the SMS and push providers; open it on the loop that will use it."""
+    return aiohttp.ClientSession()
+
+
 # 408 and 429 are the client-side statuses that mean "later"; every 5xx does too.
 RETRYABLE_4XX = frozenset({408, 425, 429})
 
