@@ -20,6 +20,7 @@ from common.auth import TOKEN_VERIFIER, token_verifier
 from common.contexts import PG_POOL, REDIS, pg_pool_ctx, redis_ctx
 from common.health import Degraded, add_health_check
 from common.http_tracing import tracing_ctx
+from common.roots import given_or_opened
 from common.types import CleanupCtx
 from common.web import base_application
 from notifier.deps import MIGRATIONS, build_deps
@@ -109,21 +110,14 @@ def create_app(
     app[TOKEN_VERIFIER] = token_verifier(
         settings, production=settings.is_production, redis=lambda: app[REDIS]
     )
-    if pool is None:
-        app.cleanup_ctx.append(
-            pg_pool_ctx(
-                settings,
-                settings.notification_db_name,
-                migrations=MIGRATIONS,
-                create_database=not settings.is_production,
-            )
-        )
-    else:
-        app[PG_POOL] = pool
-    if redis is None:
-        app.cleanup_ctx.append(redis_ctx(settings))
-    else:
-        app[REDIS] = redis
+    database = pg_pool_ctx(
+        settings,
+        settings.notification_db_name,
+        migrations=MIGRATIONS,
+        create_database=not settings.is_production,
+    )
+    given_or_opened(app, PG_POOL, pool, database)
+    given_or_opened(app, REDIS, redis, redis_ctx(settings))
     app.cleanup_ctx.append(_deps_ctx(settings, queue, users))
     setup_routes(app)
     return app

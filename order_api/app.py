@@ -20,6 +20,7 @@ from common.auth import TOKEN_VERIFIER, token_verifier
 from common.contexts import PG_POOL, REDIS, pg_pool_ctx, redis_ctx
 from common.http_tracing import tracing_ctx
 from common.outbox_relay_ctx import outbox_relay_ctx
+from common.roots import given_or_opened
 from common.types import CleanupCtx
 from common.web import base_application
 from order_api import service
@@ -86,21 +87,11 @@ def create_app(
     app[TOKEN_VERIFIER] = token_verifier(
         settings, production=settings.is_production, redis=lambda: app[REDIS]
     )
-    if pool is None:
-        app.cleanup_ctx.append(
-            pg_pool_ctx(
-                settings,
-                settings.order_db_name,
-                migrations=MIGRATIONS,
-                create_database=not settings.is_production,
-            )
-        )
-    else:
-        app[PG_POOL] = pool
-    if redis is None:
-        app.cleanup_ctx.append(redis_ctx(settings))
-    else:
-        app[REDIS] = redis
+    database = pg_pool_ctx(
+        settings, settings.order_db_name, migrations=MIGRATIONS, create_database=not settings.is_production
+    )
+    given_or_opened(app, PG_POOL, pool, database)
+    given_or_opened(app, REDIS, redis, redis_ctx(settings))
     app.cleanup_ctx.append(_deps_ctx(settings, users))
     app.cleanup_ctx.append(outbox_relay_ctx(settings, listen_dsn=settings.dsn))
     app.cleanup_ctx.append(_idempotency_purge_ctx(settings))

@@ -18,6 +18,7 @@ from common.contexts import PG_POOL, REDIS, pg_pool_ctx, redis_ctx
 from common.http_tracing import tracing_ctx
 from common.jwt import load_private_key
 from common.outbox_relay_ctx import outbox_relay_ctx
+from common.roots import given_or_opened
 from common.types import CleanupCtx
 from common.web import base_application
 from user_api.deps import MIGRATIONS, build_deps
@@ -50,21 +51,11 @@ def create_app(
         settings, production=settings.is_production, redis=lambda: app[REDIS]
     )
     deps_ctx = _deps_ctx(settings)
-    if pool is None:
-        app.cleanup_ctx.append(
-            pg_pool_ctx(
-                settings,
-                settings.user_db_name,
-                migrations=MIGRATIONS,
-                create_database=not settings.is_production,
-            )
-        )
-    else:
-        app[PG_POOL] = pool
-    if redis is None:
-        app.cleanup_ctx.append(redis_ctx(settings))
-    else:
-        app[REDIS] = redis
+    database = pg_pool_ctx(
+        settings, settings.user_db_name, migrations=MIGRATIONS, create_database=not settings.is_production
+    )
+    given_or_opened(app, PG_POOL, pool, database)
+    given_or_opened(app, REDIS, redis, redis_ctx(settings))
     app.cleanup_ctx.append(deps_ctx)
     # Publishes user.registered (the welcome message) from the outbox to RabbitMQ.
     app.cleanup_ctx.append(outbox_relay_ctx(settings, listen_dsn=settings.dsn))
