@@ -16,6 +16,8 @@ import pytest
 
 from common.jwt import ensure_dev_keypair
 from common.settings import JwtSettings
+from order_api import repository as order_repository
+from tests.unit.fakes import FakeOrderRepository, FakePool, FakeRedis, install
 
 
 class NetworkUsed(AssertionError):
@@ -39,3 +41,21 @@ def jwt_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     files = {"jwt_private_key_file": folder / "private.pem", "jwt_public_key_file": folder / "public.pem"}
     ensure_dev_keypair(JwtSettings(**files))
     return files
+
+
+@pytest.fixture
+def pool() -> FakePool:
+    return FakePool()
+
+
+@pytest.fixture
+def redis() -> FakeRedis:
+    return FakeRedis()
+
+
+@pytest.fixture
+def orders(monkeypatch: pytest.MonkeyPatch) -> FakeOrderRepository:
+    """order_api's repository, in memory, for the test."""
+    fake = FakeOrderRepository()
+    install(monkeypatch, order_repository, fake)
+    return fake

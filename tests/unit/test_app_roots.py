@@ -30,16 +30,6 @@ from user_api.settings import Settings as UserSettings
 from user_api.state import DEPS as USER_DEPS
 
 
-@pytest.fixture
-def pool() -> FakePool:
-    return FakePool()
-
-
-@pytest.fixture
-def redis() -> FakeRedis:
-    return FakeRedis()
-
-
 async def started(app: web.Application) -> AsyncIterator[web.Application]:
     runner = web.AppRunner(app)
     await runner.setup()

@@ -18,7 +18,7 @@ from common.jwt import Caller
 from order_api import repository, service
 from order_api.schemas import Contact, OrderIn
 from order_api.settings import Settings
-from tests.unit.fakes import FakeOrderRepository, FakePool, install
+from tests.unit.fakes import FakeOrderRepository, FakePool
 
 
 class DictUsers:
@@ -34,13 +34,6 @@ class DictUsers:
     async def fetch_contact(self, user_id: str, bearer_token: str) -> Contact | None:
         self.calls += 1
         return self.contacts.get(user_id)
-
-
-@pytest.fixture
-def orders(monkeypatch: pytest.MonkeyPatch) -> FakeOrderRepository:
-    fake = FakeOrderRepository()
-    install(monkeypatch, repository, fake)
-    return fake
 
 
 @pytest.fixture

@@ -10,18 +10,10 @@ import pytest
 
 from common.errors import NotFound
 from common.events import ORDER_CREATED, ORDER_STATUS_CHANGED
-from order_api import repository
 from order_api.lifecycle import PROCESSOR, process_order_created
-from tests.unit.fakes import FakeOrderRepository, FakePool, install
+from tests.unit.fakes import FakeOrderRepository, FakePool
 
 LIMIT = Decimal("100.00")
-
-
-@pytest.fixture
-def orders(monkeypatch: pytest.MonkeyPatch) -> FakeOrderRepository:
-    fake = FakeOrderRepository()
-    install(monkeypatch, repository, fake)
-    return fake
 
 
 def created(order_id: str, **changes: Any) -> dict[str, Any]:

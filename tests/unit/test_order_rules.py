@@ -19,25 +19,13 @@ from order_api.lifecycle import TRANSITIONS
 from order_api.schemas import OrderStatus, StatusChangeIn
 from order_api.service import OWNER_TARGETS, check_idempotency_key
 from order_api.settings import Settings
-from tests.unit.fakes import FakeOrderRepository, FakePool, install
+from tests.unit.fakes import FakeOrderRepository, FakePool
 
 S = OrderStatus
 
 
 def caller(user_id: str | None = None, role: str = "user") -> Caller:
     return Caller(user_id or str(uuid.uuid4()), role, "jti", "sid", 0, "token")
-
-
-@pytest.fixture
-def orders(monkeypatch: pytest.MonkeyPatch) -> FakeOrderRepository:
-    fake = FakeOrderRepository()
-    install(monkeypatch, repository, fake)
-    return fake
-
-
-@pytest.fixture
-def pool() -> FakePool:
-    return FakePool()
 
 
 @pytest.fixture

@@ -38,16 +38,6 @@ def tokens() -> FakeTokens:
 
 
 @pytest.fixture
-def redis() -> FakeRedis:
-    return FakeRedis()
-
-
-@pytest.fixture
-def pool() -> FakePool:
-    return FakePool()
-
-
-@pytest.fixture
 def deps(pool: FakePool, tokens: FakeTokens, redis: FakeRedis) -> service.Deps:
     settings = Settings(app_env="test", bcrypt_rounds=4)
     return service.Deps(cast(Any, pool), cast(Any, redis), cast(Any, tokens), settings, HASH.encode())
