@@ -7,6 +7,8 @@
 #   ./scripts/chaos.sh --quick    kill -9 of an order_api instance, PostgreSQL and RabbitMQ
 #                                 outages, the negative control (about 3 min; CI runs it)
 #   ./scripts/chaos.sh --only "RabbitMQ black hole 15 s" …   named faults (tests/chaos/faults.py)
+#   ./scripts/chaos.sh --rate 0 / CHAOS_RATE_PER_S=8   the load's pace (default 4 new orders/s,
+#                                 below the delivery rate, so backlogs can drain; 0 = unpaced)
 # It (re)starts the stack with ./scripts/deploy.sh local and stops it at the end. Like deploy.sh
 # it takes the machine's fixed ports: run it under the stack lock where others share the host.
 # Faults go only into what the suite owns: its proxy, its own RabbitMQ node and PostgreSQL
