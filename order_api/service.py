@@ -22,7 +22,7 @@ from common.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthent
 from common.events import ORDER_CREATED, new_event
 from common.jwt import Caller
 from common.logging import current_trace_id
-from common.outbox import OUTBOX_CHANNEL, add_event
+from common.outbox import OUTBOX_CHANNEL
 from order_api import repository
 from order_api.lifecycle import PRODUCER, apply_transition, count_transition, order_out
 from order_api.schemas import (
