@@ -180,9 +180,7 @@ async def _add_events(pool: asyncpg.Pool, aggregates: int, per_aggregate: int) -
 
 
 def _relay(pool: asyncpg.Pool, vhost: str, dsn: str, service: str, **options: Any) -> OutboxRelay:
-    return OutboxRelay(
-        pool, DramatiqPublisher(_amqp_url(vhost)), service=service, listen_dsn=dsn, **options
-    )
+    return OutboxRelay(pool, DramatiqPublisher(_amqp_url(vhost)), service=service, listen_dsn=dsn, **options)
 
 
 async def test_two_relays_publish_every_event_once_and_in_order_per_aggregate(
