@@ -29,6 +29,9 @@ USER_REGISTERED = "user.registered"
 ORDER_CREATED = "order.created"
 ORDER_STATUS_CHANGED = "order.status_changed"
 ORDER_CANCELLED = "order.cancelled"
+# Not an outbox event: a Redis pub/sub channel on which user_api names a user that changed or
+# was deleted, so order_api's contact cache drops it (order_api/contact_cache.py).
+USER_CHANGED_CHANNEL = "user.changed"
 
 
 class Envelope(BaseModel):

@@ -26,12 +26,11 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from common.events import USER_CHANGED_CHANNEL
 from order_api.schemas import Contact
 
 log = structlog.get_logger(__name__)
 
-# Published by user_api (user_api/service.py) with the user's id when a user changes or is deleted.
-USER_CHANGED_CHANNEL = "user.changed"
 PING_INTERVAL_S = 10.0
 
 

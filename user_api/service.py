@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from common import ratelimit
 from common.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
-from common.events import USER_REGISTERED, Contact
+from common.events import USER_CHANGED_CHANNEL, USER_REGISTERED, Contact
 from common.jwt import Caller
 from common.outbox import add_event
 from common.validation import validate
@@ -39,8 +39,6 @@ from user_api.settings import Settings
 from user_api.tokens import RotateOutcome, TokenService
 
 log = structlog.get_logger(__name__)
-# The channel order_api's contact cache follows (order_api.contact_cache.USER_CHANGED_CHANNEL).
-USER_CHANGED_CHANNEL = "user.changed"
 
 
 @dataclass(frozen=True)
