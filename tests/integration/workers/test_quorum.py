@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pika
 import pytest
+import requests
 
 from common.amqp import DELIVERY_LIMIT
 from tests.integration.workers.conftest import ROOT, StartWorker, amqp_url
@@ -25,6 +28,19 @@ from workers.dlq import DeadLetterQueues
 POISON_LIMIT = 2
 
 
+def declared_queue(vhost: str, name: str) -> dict[str, Any]:
+    """The queue as RabbitMQ holds it, once a consumer thread has declared it: Worker.start
+    returns before its consumers have connected (each declares its queues as it starts)."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            return queue_info(vhost, name)
+        except requests.HTTPError as exc:
+            if exc.response is None or exc.response.status_code != 404 or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
 async def test_the_workers_declare_their_queues_as_quorum_queues(
     start_worker: StartWorker, rabbitmq_vhost: str
 ) -> None:
@@ -32,11 +48,11 @@ async def test_the_workers_declare_their_queues_as_quorum_queues(
 
     for queue in ("orders", "notifications"):
         for name in (queue, f"{queue}.DQ"):
-            declared = queue_info(rabbitmq_vhost, name)
+            declared = await asyncio.to_thread(declared_queue, rabbitmq_vhost, name)
             assert declared["type"] == "quorum", name
             assert declared["arguments"]["x-delivery-limit"] == DELIVERY_LIMIT
             assert declared["arguments"]["x-dead-letter-routing-key"] == f"{queue}.XQ"
-        dead = queue_info(rabbitmq_vhost, f"{queue}.XQ")
+        dead = await asyncio.to_thread(declared_queue, rabbitmq_vhost, f"{queue}.XQ")
         assert dead["type"] == "quorum"
         assert "x-delivery-limit" not in dead["arguments"]  # browsing must never drop a dead letter
 
@@ -82,7 +98,7 @@ def test_a_poison_message_that_kills_its_worker_stops_at_the_delivery_limit_in_t
     rabbitmq_vhost: str, poison_queue: str
 ) -> None:
     url = amqp_url(rabbitmq_vhost)
-    exit_codes = []
+    exit_codes: list[int] = []
     while counts(url, poison_queue) == (1, 0) and len(exit_codes) <= POISON_LIMIT + 1:
         worker = subprocess.run(
             [
