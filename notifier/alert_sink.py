@@ -191,7 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=9095)
     parser.add_argument("--store", type=Path, default=None, help="append every notification to this file")
     args = parser.parse_args(argv)
-    print(json.dumps({"message": "alert sink listening", "http": f"{args.host}:{args.port}"}), flush=True)
+    listening = {
+        "message": "alert sink listening",
+        "service.name": "alert_sink",
+        "http": f"{args.host}:{args.port}",
+    }
+    print(json.dumps(listening), flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         web.run_app(create_app(args.store), host=args.host, port=args.port, access_log=None, print=None)
     return 0

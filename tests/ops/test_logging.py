@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ import structlog
 
 from common.logging import bind_trace_id, configure_logging
 from tests.config.conftest import ROOT
+from tests.net import free_port, stop_process, wait_for_port
 
 
 class Recorder(io.StringIO):
@@ -135,3 +137,24 @@ def test_the_workers_master_logs_ecs_json_too() -> None:
     assert logged, result.stderr
     assert all(line["service"]["name"] == "workers" for line in logged)
     assert any("PID file" in line["message"] and line["log.level"] == "critical" for line in logged)
+
+
+@pytest.mark.parametrize("tool", ["alert_sink", "smtp_sink", "fake_provider"])
+def test_the_development_stand_ins_name_themselves_on_their_start_line(tool: str, tmp_path: Path) -> None:
+    # Host mode runs them under supervisord beside the services: their lines land in the same
+    # log pipeline, so they carry service.name too (the alert sink's did not).
+    port = free_port()
+    args = ["--port", str(port)]
+    if tool == "smtp_sink":
+        args += ["--http-port", str(free_port()), "--maildir", str(tmp_path / "mail")]
+    process = subprocess.Popen(
+        [sys.executable, "-m", f"notifier.{tool}", *args], cwd=ROOT, stdout=subprocess.PIPE
+    )
+    try:
+        wait_for_port(port, process, tool, seconds=60)
+        assert process.stdout is not None
+        first = json.loads(process.stdout.readline())
+    finally:
+        stop_process(process)
+    assert first["service.name"] == tool, first
+    assert "listening" in first["message"]
