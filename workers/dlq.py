@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Iterable
@@ -170,4 +171,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        exit_code = main()
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's own exit
+    except BrokenPipeError:
+        # ``show --text ID | head``: the reader has what it wanted; no traceback on stderr.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        exit_code = 1
+    sys.exit(exit_code)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pika
@@ -38,7 +42,7 @@ class Rabbit:
         self.channel.basic_publish("", "notifications.XQ", body, properties)
 
     def dead_message(self, **options: Any) -> Message[Any]:
-        message = Message(
+        message: Message[Any] = Message(
             queue_name="notifications",
             actor_name="notifications.deliver",
             args=(str(uuid.uuid4()),),
@@ -65,7 +69,7 @@ class Rabbit:
             "attempts": 1,
             "replays": 0,
         }
-        message = Message(
+        message: Message[Any] = Message(
             queue_name="notifications",
             actor_name=actor,
             args=(str(uuid.uuid4()),),
@@ -311,7 +315,7 @@ def test_replay_with_a_filter_takes_only_the_matching_ones(rabbit: Rabbit) -> No
 
 
 def test_a_dead_letter_rabbitmq_moved_itself_is_explained_from_x_death(rabbit: Rabbit) -> None:
-    message = Message(
+    message: Message[Any] = Message(
         queue_name="notifications", actor_name="notifications.deliver", args=("n-1",), kwargs={}, options={}
     )
     x_death = [
@@ -332,3 +336,22 @@ def test_a_dead_letter_rabbitmq_moved_itself_is_explained_from_x_death(rabbit: R
     body = rabbit.take("notifications")
     assert body is not None
     assert [entry["reason"] for entry in body["options"][HISTORY_OPTION]] == ["delivery_limit"]
+
+
+def test_show_into_a_pipe_closed_early_exits_without_a_traceback(rabbit: Rabbit) -> None:
+    """``show --text ID | head -6`` (the runbook's example): a closed reader is not an error report."""
+    message = rabbit.died("ValueError", "bad order", at="2026-02-03T04:05:06.000Z")
+    read_end, write_end = os.pipe()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workers.dlq", "show", "--text", message.message_id],
+        cwd=Path(__file__).resolve().parents[3],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+    )
+    # Closed before the tool has connected to RabbitMQ: its first write meets a closed pipe.
+    os.close(write_end)
+    os.close(read_end)
+    _, err = process.communicate(timeout=60)
+
+    assert err.decode() == ""
+    assert process.returncode == 1
