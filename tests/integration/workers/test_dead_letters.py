@@ -30,7 +30,8 @@ from workers.dlq import DeadLetter, DeadLetterQueues
 
 
 async def one_dead_letter(dead_letters: DeadLetterQueues) -> DeadLetter:
-    [letter] = await wait_until(lambda: asyncio.to_thread(dead_letters.list), timeout_s=30)
+    letters: list[DeadLetter] = await wait_until(lambda: asyncio.to_thread(dead_letters.list), timeout_s=30)
+    [letter] = letters
     return letter
 
 
@@ -125,6 +126,49 @@ async def test_a_replay_that_fails_again_keeps_both_failures(
     assert (again.headers["x-error-replays"], again.headers["x-error-history"]) == (1, 1)
     await wait_for_status(pool, sms_id, "dead")
     assert await outcomes(pool, sms_id) == ["transient_error"] * 6
+
+
+async def test_three_failures_for_three_reasons_are_all_kept_and_shown(
+    start_worker: StartWorker,
+    pool: asyncpg.Pool,
+    provider: FakeProvider,
+    dead_letters: DeadLetterQueues,
+    rabbitmq_vhost: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The issue's case: one message, three lives, three different errors, all three on record."""
+    monkeypatch.setenv("RABBITMQ_VHOST", rabbitmq_vhost)
+    broker = await start_worker()
+    event = user_registered_event(contact(**SMS_USER))
+    sms_id = notification_id_for(event["event_id"], "sms")
+    await provider.fail("sms", status=503)
+    await publish(broker, event_message(event, FAN_OUT_NOTIFICATIONS))
+    letter = await one_dead_letter(dead_letters)
+
+    for replays, status in ((1, 502), (2, 500)):
+        await wait_for_status(pool, sms_id, "dead")  # as an operator finds it before replaying
+        await provider.fail("sms", status=status)
+        assert (await asyncio.to_thread(dead_letters.replay, {letter.id})).replayed == [letter.id]
+
+        async def died_again(count: int = replays) -> list[DeadLetter]:
+            return [d for d in await asyncio.to_thread(dead_letters.list) if d.replays == count]
+
+        [letter] = await wait_until(died_again, timeout_s=30)
+
+    failures = letter.failures
+    assert [f["replays"] for f in failures] == [0, 1, 2]
+    for failure, status in zip(failures, (503, 502, 500), strict=True):
+        assert f"HTTP {status}" in failure["message"]
+    assert (letter.headers["x-error-replays"], letter.headers["x-error-history"]) == (2, 2)
+    assert "HTTP 500" in letter.headers["x-error-message"]
+
+    assert await asyncio.to_thread(dlq.main, ["show", "--text", letter.id]) == 0
+    text = capsys.readouterr().out
+    for number, status in ((1, 503), (2, 502), (3, 500)):
+        [line] = [row for row in text.splitlines() if row.startswith(f"failure {number}: ")]
+        assert f"replays {number - 1}" in line
+        assert f"HTTP {status}" in text.split(f"failure {number}: ", 1)[1].splitlines()[1]
 
 
 async def test_a_replay_that_succeeds_leaves_no_dead_letter(
