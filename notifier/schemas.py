@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     Field,
@@ -33,6 +34,18 @@ TemplateName = Annotated[str, StringConstraints(max_length=100, pattern=TEMPLATE
 Recipient = Annotated[
     str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$"), Strip
 ]
+
+
+def _in_utc_range(value: datetime) -> datetime:
+    # 9999-12-31T23:59-14:00 is a valid time that no datetime can hold in UTC: the database
+    # driver would raise OverflowError (a 500) while converting it, so it is the caller's 422.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
+
+
+ResendTime = Annotated[AwareDatetime, AfterValidator(_in_utc_range)]
 E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 PUSH_TOKEN_RE = re.compile(r"^\S{8,4096}$")
 
@@ -68,8 +81,8 @@ class ResendMatching(BaseModel):
     status: Annotated[list[Resendable], Field(min_length=1, max_length=2)]
     template: TemplateName | None = None
     channel: Channel | None = None
-    created_from: AwareDatetime | None = None
-    created_to: AwareDatetime | None = None
+    created_from: ResendTime | None = None
+    created_to: ResendTime | None = None
     # Strict: "5" is not a limit and "yes" not a boolean, as the schema says (JSON types as sent).
     limit: StrictInt = Field(default=100, ge=1, le=MAX_BULK_RESEND)
     dry_run: StrictBool = False

@@ -149,3 +149,6 @@ async def test_resend_command_refuses_bad_arguments(
     code, _, err = await run_resend(env, "--status", "failed", "--from", "2026-11-25T19:00")
     assert code == 2
     assert "no time zone" in err
+    code, _, err = await run_resend(env, "--status", "failed", "--to", "9999-12-31T23:59:59-14:00")
+    assert code == 2
+    assert "created_to: Value error, is out of range once converted to UTC" in err

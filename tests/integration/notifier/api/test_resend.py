@@ -225,6 +225,9 @@ async def test_bulk_resend_takes_the_oldest_up_to_the_limit(
             },
             "body",
         ),
+        # Valid times that no datetime holds in UTC (year 0, year 10000): 422, not a 500.
+        ({"status": ["failed"], "created_from": "0001-01-01T00:00:00+14:00"}, "created_from"),
+        ({"status": ["failed"], "created_to": "9999-12-31T23:59:59-14:00"}, "created_to"),
         ({"status": ["failed"], "limit": 0}, "limit"),
         ({"status": ["failed"], "limit": 1001}, "limit"),
         ({"status": ["failed"], "template": "../x"}, "template"),
