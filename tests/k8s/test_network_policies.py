@@ -1,15 +1,20 @@
 """Every NetworkPolicy flow is a call the code makes, and every call the code makes is allowed.
 
 The calls are read from what each process is configured with (the same ConfigMaps the pods
-get): DB_HOST, REDIS_HOST, RABBITMQ_HOST, USER_SERVICE_URL, SMTP_HOST and the providers' URLs,
-for each Settings class that has them; the gateway's upstreams from gateway_conf's kubernetes
-rendering; the metrics ports from the ServiceMonitors and PodMonitors."""
+get): every address its Settings class holds (a ``*_host`` with its ``*_port``, a ``*_url`` or
+``*_endpoint``: DB_HOST, REDIS_HOST, RABBITMQ_HOST, SMTP_HOST, USER_SERVICE_URL with each of its
+instances, the providers' URLs, the OTLP endpoint while traces are exported); a Settings class
+that gains an address this test does not know fails it. The gateway's upstreams come from
+gateway_conf's kubernetes rendering; the metrics ports from the ServiceMonitors and PodMonitors."""
 
 from __future__ import annotations
 
+import copy
+import re
 from urllib.parse import urlsplit
 
 import pytest
+from pydantic_settings import BaseSettings
 
 from gateway_conf.environment import config_from_env
 from tests.k8s.manifests import OVERLAYS, Obj, by_kind, containers, find, pod_specs
@@ -17,6 +22,34 @@ from tests.k8s.test_policies import SETTINGS, environment, module_of
 
 Flow = tuple[str, str, int]  # source pod, destination pod (or "external"), port
 EXTERNAL = "external"
+# The addresses a Settings class can hold, and how each is dialed: a host with its port field,
+# or a URL (comma-separated instances allowed). http_host is where a service listens.
+HOST_PORTS = {"db_host": "db_port", "rabbitmq_host": "rabbitmq_port", "redis_host": "redis_port"} | {
+    "smtp_host": "smtp_port"
+}
+URLS = ("user_service_url", "sms_provider_url", "push_provider_url", "otel_exporter_otlp_endpoint")
+LISTENS = {"http_host"}
+ADDRESS = re.compile(r"_(host|url|endpoint)$")
+
+
+def address_fields(settings: type[BaseSettings]) -> set[str]:
+    return {name for name in settings.model_fields if ADDRESS.search(name)} - LISTENS
+
+
+def dials(settings: type[BaseSettings], env: dict[str, str]) -> list[tuple[str, int]]:
+    """(host, port) of every connection a process with this environment opens."""
+    found: list[tuple[str, int]] = []
+    for field in address_fields(settings):
+        variable = field.upper()
+        if field in HOST_PORTS:
+            found.append((env[variable], int(env[HOST_PORTS[field].upper()])))
+            continue
+        if field == "otel_exporter_otlp_endpoint" and env["OTEL_TRACES_EXPORTER"] != "otlp":
+            continue  # common/tracing.py opens no exporter then
+        for instance in env[variable].split(","):
+            url = urlsplit(instance.strip())
+            found.append((str(url.hostname), url.port or (443 if url.scheme == "https" else 80)))
+    return found
 
 
 def operator_pods(objects: list[Obj]) -> dict[str, dict[str, str]]:
@@ -77,26 +110,14 @@ def code_flows(objects: list[Obj]) -> set[Flow]:
             module = module_of(container)
             if module not in SETTINGS or kind == "initContainers":
                 continue
-            env = environment(objects, container)
-            dials: list[tuple[str, int]] = [
-                (env["DB_HOST"], int(env["DB_PORT"])),
-                (env["RABBITMQ_HOST"], int(env["RABBITMQ_PORT"])),
-            ]
-            if "REDIS_HOST" in env:
-                dials.append((env["REDIS_HOST"], int(env["REDIS_PORT"])))
-            if "SMTP_HOST" in env:
-                dials.append((env["SMTP_HOST"], int(env["SMTP_PORT"])))
-            for variable in ("USER_SERVICE_URL", "SMS_PROVIDER_URL", "PUSH_PROVIDER_URL"):
-                if variable in env:
-                    url = urlsplit(env[variable])
-                    dials.append((str(url.hostname), url.port or (443 if url.scheme == "https" else 80)))
-            for host, port in dials:
+            for host, port in dials(SETTINGS[module], environment(objects, container)):
                 flows |= {(source, dst, p) for _, dst, p in service_target(objects, pods, host, port)}
     gateway_env = find(objects, "ConfigMap", "gateway-config")["data"]
     for servers in config_from_env("kubernetes", gateway_env).upstreams.values():
         for server in servers:
-            host, _, port = server.rpartition(":")
-            flows |= {("gateway", dst, p) for _, dst, p in service_target(objects, pods, host, int(port))}
+            upstream, _, upstream_port = server.rpartition(":")
+            targets = service_target(objects, pods, upstream, int(upstream_port))
+            flows |= {("gateway", dst, p) for _, dst, p in targets}
     return flows
 
 
@@ -120,6 +141,26 @@ def policy_flows(objects: list[Obj], direction: str, *, app_only: bool) -> set[F
                     for port in ports:
                         flows.add((here, there, port) if direction == "egress" else (there, here, port))
     return flows
+
+
+def test_every_address_a_settings_class_holds_is_one_the_flows_know() -> None:
+    for module, settings in SETTINGS.items():
+        unknown = address_fields(settings) - HOST_PORTS.keys() - set(URLS)
+        assert not unknown, f"{module}: how is {sorted(unknown)} dialed? add it to HOST_PORTS or URLS"
+    assert "user_service_url" in address_fields(SETTINGS["order_api"])
+
+
+def test_exporting_traces_is_a_call_the_policies_must_allow(rendered: dict[str, list[Obj]]) -> None:
+    """OTEL_TRACES_EXPORTER=otlp in an overlay makes the OTLP endpoint a call of every service, so
+    the test above fails until a policy allows it (the base exports nothing: no collector yet)."""
+    objects = copy.deepcopy(rendered["production"])
+    runtime = find(objects, "ConfigMap", "runtime")
+    runtime["data"]["OTEL_TRACES_EXPORTER"] = "none"
+    quiet = code_flows(objects)
+    runtime["data"]["OTEL_TRACES_EXPORTER"] = "otlp"
+    port = urlsplit(runtime["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"]).port
+    services = {"user-api", "order-api", "notifier", "workers"}
+    assert code_flows(objects) - quiet == {(source, EXTERNAL, port) for source in services}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
