@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import base64
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from pydantic_settings import BaseSettings
 
-from common.settings import load_settings
+from common.settings import RabbitSettings, load_settings
 from notifier.settings import NotifierSettings
 from order_api.settings import Settings as OrderSettings
 from tests.k8s.manifests import OVERLAYS, Obj, by_kind, containers, find, pod_specs
@@ -216,3 +217,25 @@ def test_addresses_name_the_objects_that_serve_them(rendered: dict[str, list[Obj
         if module == "notifier" and container["command"][-1] == "serve":
             private = {i["path"] for i in volumes["jwt"]["secret"]["items"]}
             assert private == {"jwt_public.pem"}, "only user_api gets the private key"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_workers_migrate_their_queues_with_the_workers_broker_settings(
+    rendered: dict[str, list[Obj]], overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The migrate-queues init container (``python -m workers.queues migrate``, RabbitSettings)
+    reaches the broker and vhost the workers consume from, before they start."""
+    objects = rendered[overlay]
+    pod = find(objects, "Deployment", "workers")["spec"]["template"]["spec"]
+    (migrate,) = [c for c in pod["initContainers"] if c["command"][:3] == ["python", "-m", "workers.queues"]]
+    assert migrate["command"][3:] == ["migrate"]
+    read = {name.upper() for name in RabbitSettings.model_fields}
+    env = environment(objects, migrate, secrets_as_given=True)
+    assert not read - set(env), f"{overlay}: migrate-queues does not set {sorted(read - set(env))}"
+    workers = environment(objects, pod["containers"][0], secrets_as_given=True)
+    assert {k: env[k] for k in read} == {k: workers[k] for k in read}
+    for name in read:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings(RabbitSettings).amqp_url.endswith("/" + quote(workers["RABBITMQ_VHOST"], safe=""))
