@@ -17,7 +17,13 @@ import asyncpg
 import pika.exceptions
 import pytest
 
-from common.events import FAN_OUT_NOTIFICATIONS, ORDER_CREATED, PROCESS_ORDER, event_message
+from common.events import (
+    FAN_OUT_NOTIFICATIONS,
+    ORDER_CREATED,
+    PROCESS_ORDER,
+    deliver_message,
+    event_message,
+)
 from notifier.fanout import notification_id_for
 from tests.integration.notifier.conftest import FakeProvider
 from tests.integration.notifier.helpers import contact, user_registered_event, wait_until
@@ -96,6 +102,35 @@ async def test_a_throws_exception_is_recorded_at_once_as_permanent(
     assert "InvalidEvent" in record["traceback"].rstrip().splitlines()[-1]
     assert_written_by_this_worker(record)
     assert letter.error == f"notifier.fanout.InvalidEvent: {record['message']}"
+
+
+async def test_a_deliver_message_for_a_dead_notification_says_notification_dead(
+    start_worker: StartWorker, pool: asyncpg.Pool, provider: FakeProvider, dead_letters: DeadLetterQueues
+) -> None:
+    """The deliver actor's ``throws=`` path: a stray copy of a message that already died."""
+    await provider.fail("sms", status=503)
+    broker = await start_worker()
+    event = user_registered_event(contact(**SMS_USER))
+    sms_id = notification_id_for(event["event_id"], "sms")
+    await publish(broker, event_message(event, FAN_OUT_NOTIFICATIONS))
+    await one_dead_letter(dead_letters)
+    await wait_for_status(pool, sms_id, "dead")
+    await asyncio.to_thread(dead_letters.purge)
+
+    await publish(broker, deliver_message(sms_id, trace_id=None))  # not an operator's replay
+
+    letter = await one_dead_letter(dead_letters)
+    record = letter.record
+    assert record is not None
+    assert (record["type"], record["reason"], record["attempts"], record["actor"]) == (
+        "notifier.delivery.NotificationDead",
+        "permanent_error",
+        1,
+        "notifications.deliver",
+    )
+    assert sms_id in record["message"]
+    assert letter.headers["x-error-type"] == "notifier.delivery.NotificationDead"
+    assert_written_by_this_worker(record)
 
 
 async def test_a_replay_that_fails_again_keeps_both_failures(
