@@ -104,7 +104,9 @@ async def test_a_worker_rejects_a_typo_and_keeps_sending_the_old_subject(
     await wait_until(lambda: status_is(pool, during, "sent"), timeout_s=30)
 
     assert subject_of(smtp, during) == f"We received your order {order_id}"
-    assert '"template_file":"email/order.created.subject.txt"' in worker.output().replace(" ", "")
+    logged = worker.output().replace(" ", "")
+    assert '"template_file":"email/order.created.subject.txt"' in logged
+    assert '"template_line":1' in logged  # the rejection names the line too
     save(templates_dir, ORDER_SUBJECT, "Order {{ order.id }} confirmed")
     await wait_until(lambda: _equals(reload_ok(worker), 1), timeout_s=30)
     order_id, after = await order_email(pool, rabbitmq_vhost)
