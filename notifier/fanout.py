@@ -74,24 +74,21 @@ async def fan_out(pool: asyncpg.Pool, event: object, *, dispatch: Dispatch) -> l
         **envelope.data,
         "event": {"id": event_id, "type": envelope.event_type, "occurred_at": envelope.occurred_at},
     }
-    created: list[str] = []
-    existing: list[str] = []
-    async with pool.acquire() as conn, conn.transaction():
-        for channel, recipient in channels_for(contact):
-            notification_id = notification_id_for(event_id, channel)
-            inserted = await repository.insert_notification(
-                conn,
-                notification_id=notification_id,
-                event_id=event_id,
-                event_type=envelope.event_type,
-                template=envelope.event_type,
-                channel=channel,
-                user_id=str(contact.id),
-                recipient=recipient,
-                context=context,
-                trace_id=envelope.trace_id,
-            )
-            (created if inserted else existing).append(notification_id)
+    planned = [
+        (notification_id_for(event_id, channel), channel, recipient)
+        for channel, recipient in channels_for(contact)
+    ]
+    new_ids = await repository.insert_event_notifications(
+        pool,
+        event_id=event_id,
+        event_type=envelope.event_type,
+        user_id=str(contact.id),
+        context=context,
+        trace_id=envelope.trace_id,
+        planned=planned,
+    )
+    created = [notification_id for notification_id, _, _ in planned if notification_id in new_ids]
+    existing = [notification_id for notification_id, _, _ in planned if notification_id not in new_ids]
     # Only a redelivered event has existing rows: look at each (one to three rows, rarely).
     pending = created + [i for i in existing if await _unfinished(pool, i)]
     for notification_id in pending:

@@ -31,6 +31,16 @@ INSERT_NOTIFICATION_SQL = """
     RETURNING id::text
 """
 
+# One event's notifications (one row per channel) in one statement, without BEGIN/COMMIT.
+INSERT_EVENT_NOTIFICATIONS_SQL = """
+    INSERT INTO notifications
+        (id, event_id, event_type, template, channel, user_id, recipient, context, trace_id)
+    SELECT planned.id, $2, $3, $3, planned.channel, $4, planned.recipient, $5::jsonb, $6
+    FROM unnest($1::uuid[], $7::text[], $8::text[]) AS planned (id, channel, recipient)
+    ON CONFLICT (event_id, channel) DO NOTHING
+    RETURNING id::text
+"""
+
 # Rows a fan-out created but no worker has picked up yet: the ones whose deliver message may
 # have been lost between the insert and the enqueue (a redelivered fan-out enqueues them again).
 UNCLAIMED_FOR_EVENT_SQL = """
@@ -48,17 +58,28 @@ CLAIM_SQL = f"""
     WITH current AS (
         SELECT id, status AS previous_status, claimed_at AS previous_claimed_at
         FROM notifications WHERE id = $1 FOR UPDATE
+    ), claimed AS (
+        UPDATE notifications n
+        SET status = 'sending', attempts = n.attempts + 1, claimed_at = now(),
+            lease_until = now() + make_interval(secs => $2::float8), updated_at = now()
+        FROM current
+        WHERE n.id = current.id
+          AND (n.status = 'queued'
+               OR (n.status = 'sending' AND n.lease_until < now())
+               OR (n.status = 'dead' AND $3::boolean)
+               OR (n.status = 'held' AND n.held_fingerprint IS DISTINCT FROM $4::text))
+        RETURNING {N_COLUMNS}, current.previous_status, current.previous_claimed_at
+    ), interrupted AS (
+        -- The attempt before this one never finished: its worker died holding the lease.
+        INSERT INTO notification_attempts
+            (notification_id, attempt, started_at, outcome, error, provider_message_id)
+        SELECT claimed.id::uuid, claimed.attempts - 1, claimed.previous_claimed_at, 'interrupted',
+               'the worker stopped before finishing; its lease expired and the attempt was taken over',
+               NULL
+        FROM claimed WHERE claimed.previous_status = 'sending'
+        ON CONFLICT (notification_id, attempt) DO NOTHING
     )
-    UPDATE notifications n
-    SET status = 'sending', attempts = n.attempts + 1, claimed_at = now(),
-        lease_until = now() + make_interval(secs => $2::float8), updated_at = now()
-    FROM current
-    WHERE n.id = current.id
-      AND (n.status = 'queued'
-           OR (n.status = 'sending' AND n.lease_until < now())
-           OR (n.status = 'dead' AND $3::boolean)
-           OR (n.status = 'held' AND n.held_fingerprint IS DISTINCT FROM $4::text))
-    RETURNING {N_COLUMNS}, current.previous_status, current.previous_claimed_at
+    SELECT * FROM claimed
 """
 
 LEASE_REMAINING_SQL = """
@@ -66,44 +87,45 @@ LEASE_REMAINING_SQL = """
     FROM notifications WHERE id = $1 AND status = 'sending'
 """
 
-INSERT_ATTEMPT_SQL = """
-    INSERT INTO notification_attempts
-        (notification_id, attempt, started_at, outcome, error, provider_message_id)
-    VALUES ($1, $2, $3, $4, $5, $6)
-    ON CONFLICT (notification_id, attempt) DO NOTHING
-"""
-
 # Finishing statements are fenced on the attempt number: a worker whose lease was taken over
-# must not overwrite the outcome of the attempt that replaced it.
-MARK_SENT_SQL = """
+# must not overwrite the outcome of the attempt that replaced it. Each records the attempt in
+# the same statement (whether or not the row moves on): one round trip, no BEGIN/COMMIT.
+RECORD_ATTEMPT_CTE = """
+    WITH recorded AS (
+        INSERT INTO notification_attempts
+            (notification_id, attempt, started_at, outcome, error, provider_message_id)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (notification_id, attempt) DO NOTHING
+    )
+"""
+FINISH_SQL = {
+    "sent": f"""{RECORD_ATTEMPT_CTE}
     UPDATE notifications
-    SET status = 'sent', provider_message_id = $3, last_error = NULL, lease_until = NULL,
+    SET status = 'sent', provider_message_id = $6, last_error = NULL, lease_until = NULL,
         sent_at = now(), updated_at = now()
     WHERE id = $1 AND status = 'sending' AND attempts = $2
     RETURNING id
-"""
-
-MARK_FAILED_SQL = """
+""",
+    "permanent_error": f"""{RECORD_ATTEMPT_CTE}
     UPDATE notifications
-    SET status = 'failed', last_error = $3, lease_until = NULL, updated_at = now()
+    SET status = 'failed', last_error = $5, lease_until = NULL, updated_at = now()
     WHERE id = $1 AND status = 'sending' AND attempts = $2
     RETURNING id
-"""
-
-MARK_HELD_SQL = """
+""",
+    "held": f"""{RECORD_ATTEMPT_CTE}
     UPDATE notifications
-    SET status = 'held', last_error = $3, held_fingerprint = $4, release_requested_at = NULL,
+    SET status = 'held', last_error = $5, held_fingerprint = $7, release_requested_at = NULL,
         lease_until = NULL, updated_at = now()
     WHERE id = $1 AND status = 'sending' AND attempts = $2
     RETURNING id
-"""
-
-RELEASE_FOR_RETRY_SQL = """
+""",
+    "transient_error": f"""{RECORD_ATTEMPT_CTE}
     UPDATE notifications
-    SET status = 'queued', last_error = $3, lease_until = NULL, updated_at = now()
+    SET status = 'queued', last_error = $5, lease_until = NULL, updated_at = now()
     WHERE id = $1 AND status = 'sending' AND attempts = $2
     RETURNING id
-"""
+""",
+}
 
 MARK_DEAD_SQL = """
     UPDATE notifications
@@ -240,6 +262,32 @@ async def insert_notification(
     return inserted is not None
 
 
+async def insert_event_notifications(
+    db: Executor,
+    *,
+    event_id: str,
+    event_type: str,
+    user_id: str,
+    context: dict[str, Any],
+    trace_id: str | None,
+    planned: list[tuple[str, str, str]],
+) -> set[str]:
+    """Insert (notification id, channel, recipient) rows of one event; the ids that were new."""
+    ids, channels, recipients = (list(column) for column in zip(*planned, strict=True))
+    rows = await db.fetch(
+        INSERT_EVENT_NOTIFICATIONS_SQL,
+        ids,
+        event_id,
+        event_type,
+        user_id,
+        json.dumps(context, default=str),
+        trace_id,
+        channels,
+        recipients,
+    )
+    return {row["id"] for row in rows}
+
+
 async def unclaimed_for_event(db: Executor, event_id: str) -> list[str]:
     return [row["id"] for row in await db.fetch(UNCLAIMED_FOR_EVENT_SQL, event_id)]
 
@@ -260,23 +308,12 @@ async def claim(
     """Take the row for one attempt (status `sending`, attempts + 1), or None if not claimable.
 
     A held row is taken only when ``templates_fingerprint`` (the set the caller renders with)
-    differs from the set it was held with.
+    differs from the set it was held with. Taking over an expired lease records the interrupted
+    attempt in the same statement.
     """
-    async with conn.transaction():
-        row: asyncpg.Record | None = await conn.fetchrow(
-            CLAIM_SQL, notification_id, lease_s, revive_dead, templates_fingerprint
-        )
-        if row is not None and row["previous_status"] == "sending":
-            # The attempt before this one never finished: its worker died holding the lease.
-            await conn.execute(
-                INSERT_ATTEMPT_SQL,
-                notification_id,
-                row["attempts"] - 1,
-                row["previous_claimed_at"],
-                "interrupted",
-                "the worker stopped before finishing; its lease expired and the attempt was taken over",
-                None,
-            )
+    row: asyncpg.Record | None = await conn.fetchrow(
+        CLAIM_SQL, notification_id, lease_s, revive_dead, templates_fingerprint
+    )
     return row
 
 
@@ -295,25 +332,10 @@ async def finish_attempt(
     held_fingerprint: str | None = None,
 ) -> bool:
     """Record the attempt and move the row on; False if the claim had been taken over meanwhile."""
-    notification_id, attempt = row["id"], row["attempts"]
-    async with conn.transaction():
-        await conn.execute(
-            INSERT_ATTEMPT_SQL,
-            notification_id,
-            attempt,
-            row["claimed_at"],
-            outcome,
-            error,
-            provider_message_id,
-        )
-        if outcome == "sent":
-            moved = await conn.fetchval(MARK_SENT_SQL, notification_id, attempt, provider_message_id)
-        elif outcome == "permanent_error":
-            moved = await conn.fetchval(MARK_FAILED_SQL, notification_id, attempt, error)
-        elif outcome == "held":
-            moved = await conn.fetchval(MARK_HELD_SQL, notification_id, attempt, error, held_fingerprint)
-        else:
-            moved = await conn.fetchval(RELEASE_FOR_RETRY_SQL, notification_id, attempt, error)
+    args = [row["id"], row["attempts"], row["claimed_at"], outcome, error, provider_message_id]
+    if outcome == "held":
+        args.append(held_fingerprint)
+    moved = await conn.fetchval(FINISH_SQL[outcome], *args)
     return moved is not None
 
 
