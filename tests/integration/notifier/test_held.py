@@ -140,3 +140,29 @@ async def test_the_watcher_runs_in_the_background_and_reports_the_held_count(
         await wait_until(lambda: worker.renderer.ok and enqueued.ids)
     finally:
         await watcher.stop()
+
+
+async def test_a_template_missing_at_start_holds_and_putting_it_back_delivers_once(
+    pool: asyncpg.Pool, deps: DeliveryDeps, smtp: SmtpServer, templates_dir: Path
+) -> None:
+    # The email's text part was deleted (or not yet copied) when the worker started.
+    text = templates_dir / "email" / "order.created.text.txt"
+    original = text.read_text()
+    text.unlink()
+    worker = dataclasses.replace(deps, renderer=TemplateRenderer(templates_dir))
+    assert not worker.renderer.ok
+    [order] = await place_orders(pool, worker, 1)
+    assert order.outcome == "held"
+    row = await repository.get_notification(pool, order.notification_id)
+    assert row is not None
+    assert "email/order.created.text.txt: no such template" in row["last_error"]
+
+    save(templates_dir, "email/order.created.text.txt", original)
+    enqueued = Enqueued()
+    await worker_watcher(worker, pool, enqueued).tick()
+    assert order.notification_id in enqueued.ids  # with any other test's held rows
+    assert await deliver(worker, order.notification_id) == "sent"
+    assert await deliver(worker, order.notification_id) == "sent"  # a duplicate: nothing more
+
+    assert [m["X-Notification-Id"] for m in smtp.handler.messages] == [order.notification_id]
+    assert await outcomes_of(pool, order.notification_id) == ["held", "sent"]
