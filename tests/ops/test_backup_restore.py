@@ -43,7 +43,8 @@ from user_api.settings import Settings as UserSettings
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "a long enough password"
 ROLES = ("user", "order", "notification")
-# What postgres:16-bookworm (compose's backup service) has that backup.sh and lib.sh use.
+# What the postgres image of compose's backup service (postgres:15-bookworm) has that backup.sh
+# and lib.sh use.
 TOOLS_OF_THE_POSTGRES_IMAGE = (
     "bash",
     "psql",
