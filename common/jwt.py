@@ -8,9 +8,12 @@ fail before any claim is read.
 from __future__ import annotations
 
 import os
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 import structlog
@@ -23,6 +26,9 @@ from common.settings import JwtSettings, SettingsError
 ALGORITHM = "EdDSA"
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "exp", "iat", "jti", "role", "sid"]
 ROLES = frozenset({"user", "admin"})
+LEEWAY_S = 5
+# Verified tokens kept per process: one per active client is plenty.
+VERIFIED_CACHE_SIZE = 10_000
 log = structlog.get_logger(__name__)
 
 
@@ -58,26 +64,23 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
         self._is_revoked = is_revoked
+        # Tokens already verified, by their exact text: a client sends the same access token
+        # for its whole lifetime, and an Ed25519 check plus the claim checks cost more than the
+        # rest of a GET (issue 11). Expiry is checked on every use; revocation is never cached.
+        self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     async def verify(self, token: str) -> Caller:
-        try:
-            claims = jwt.decode(
-                token,
-                self._key,
-                algorithms=[ALGORITHM],
-                issuer=self._issuer,
-                audience=self._audience,
-                options={"require": REQUIRED_CLAIMS},
-                leeway=5,
-            )
-        except jwt.ExpiredSignatureError:
-            raise Unauthenticated("the access token has expired") from None
-        except jwt.PyJWTError:
-            raise Unauthenticated("the access token is invalid") from None
-        if claims.get("typ", "access") != "access" or claims["role"] not in ROLES:
-            raise Unauthenticated("the access token is invalid")
-        if not all(isinstance(claims[c], str) for c in ("sub", "jti", "sid", "role")):
-            raise Unauthenticated("the access token is invalid")
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._decode(token)
+            self._verified[token] = claims
+            if len(self._verified) > VERIFIED_CACHE_SIZE:
+                self._verified.popitem(last=False)
+        else:
+            self._verified.move_to_end(token)
+            if claims["exp"] + LEEWAY_S <= time.time():
+                del self._verified[token]
+                raise Unauthenticated("the access token has expired")
         if self._is_revoked is not None and await self._is_revoked(claims["jti"], claims["sid"]):
             raise Unauthenticated("the access token has been revoked")
         return Caller(
@@ -88,6 +91,27 @@ class TokenVerifier:
             expires_at=int(claims["exp"]),
             token=token,
         )
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                issuer=self._issuer,
+                audience=self._audience,
+                options={"require": REQUIRED_CLAIMS},
+                leeway=LEEWAY_S,
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("the access token has expired") from None
+        except jwt.PyJWTError:
+            raise Unauthenticated("the access token is invalid") from None
+        if claims.get("typ", "access") != "access" or claims["role"] not in ROLES:
+            raise Unauthenticated("the access token is invalid")
+        if not all(isinstance(claims[c], str) for c in ("sub", "jti", "sid", "role")):
+            raise Unauthenticated("the access token is invalid")
+        return claims
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -87,45 +87,31 @@ LEASE_REMAINING_SQL = """
     FROM notifications WHERE id = $1 AND status = 'sending'
 """
 
-# Finishing statements are fenced on the attempt number: a worker whose lease was taken over
-# must not overwrite the outcome of the attempt that replaced it. Each records the attempt in
-# the same statement (whether or not the row moves on): one round trip, no BEGIN/COMMIT.
-RECORD_ATTEMPT_CTE = """
+# Finishing an attempt records it and moves the row on in one statement (one round trip, no
+# BEGIN/COMMIT): sent, permanent_error -> failed, held (with the failing set's fingerprint),
+# transient_error -> queued again. The move is fenced on the attempt number: a worker whose
+# lease was taken over must not overwrite the outcome of the attempt that replaced it; the
+# attempt itself is recorded either way.
+FINISH_ATTEMPT_SQL = """
     WITH recorded AS (
         INSERT INTO notification_attempts
             (notification_id, attempt, started_at, outcome, error, provider_message_id)
         VALUES ($1, $2, $3, $4, $5, $6)
         ON CONFLICT (notification_id, attempt) DO NOTHING
     )
-"""
-FINISH_SQL = {
-    "sent": f"""{RECORD_ATTEMPT_CTE}
     UPDATE notifications
-    SET status = 'sent', provider_message_id = $6, last_error = NULL, lease_until = NULL,
-        sent_at = now(), updated_at = now()
-    WHERE id = $1 AND status = 'sending' AND attempts = $2
-    RETURNING id
-""",
-    "permanent_error": f"""{RECORD_ATTEMPT_CTE}
-    UPDATE notifications
-    SET status = 'failed', last_error = $5, lease_until = NULL, updated_at = now()
-    WHERE id = $1 AND status = 'sending' AND attempts = $2
-    RETURNING id
-""",
-    "held": f"""{RECORD_ATTEMPT_CTE}
-    UPDATE notifications
-    SET status = 'held', last_error = $5, held_fingerprint = $7, release_requested_at = NULL,
+    SET status = CASE $4::text WHEN 'sent' THEN 'sent' WHEN 'permanent_error' THEN 'failed'
+                               WHEN 'held' THEN 'held' ELSE 'queued' END,
+        provider_message_id = CASE WHEN $4 = 'sent' THEN $6 ELSE provider_message_id END,
+        sent_at = CASE WHEN $4 = 'sent' THEN now() ELSE sent_at END,
+        last_error = CASE WHEN $4 = 'sent' THEN NULL ELSE $5 END,
+        held_fingerprint = CASE WHEN $4 = 'held' THEN $7 ELSE held_fingerprint END,
+        release_requested_at = CASE WHEN $4 = 'held' THEN NULL ELSE release_requested_at END,
         lease_until = NULL, updated_at = now()
     WHERE id = $1 AND status = 'sending' AND attempts = $2
     RETURNING id
-""",
-    "transient_error": f"""{RECORD_ATTEMPT_CTE}
-    UPDATE notifications
-    SET status = 'queued', last_error = $5, lease_until = NULL, updated_at = now()
-    WHERE id = $1 AND status = 'sending' AND attempts = $2
-    RETURNING id
-""",
-}
+"""
+FINISH_OUTCOMES = frozenset({"sent", "permanent_error", "held", "transient_error"})
 
 MARK_DEAD_SQL = """
     UPDATE notifications
@@ -332,10 +318,18 @@ async def finish_attempt(
     held_fingerprint: str | None = None,
 ) -> bool:
     """Record the attempt and move the row on; False if the claim had been taken over meanwhile."""
-    args = [row["id"], row["attempts"], row["claimed_at"], outcome, error, provider_message_id]
-    if outcome == "held":
-        args.append(held_fingerprint)
-    moved = await conn.fetchval(FINISH_SQL[outcome], *args)
+    if outcome not in FINISH_OUTCOMES:
+        raise ValueError(f"unknown attempt outcome {outcome!r}")
+    moved = await conn.fetchval(
+        FINISH_ATTEMPT_SQL,
+        row["id"],
+        row["attempts"],
+        row["claimed_at"],
+        outcome,
+        error,
+        provider_message_id,
+        held_fingerprint,
+    )
     return moved is not None
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -60,7 +61,7 @@ def count_transition(from_status: OrderStatus, to_status: OrderStatus) -> None:
     ORDER_TRANSITIONS.labels(PRODUCER, from_status.value, to_status.value).inc()
 
 
-def order_out(row: asyncpg.Record, items: list[asyncpg.Record]) -> OrderOut:
+def order_out(row: asyncpg.Record, items: Sequence[asyncpg.Record | Mapping[str, Any]]) -> OrderOut:
     return OrderOut(
         id=row["id"],
         user_id=row["user_id"],

@@ -64,6 +64,19 @@ INSERT_ITEM_SQL = """
 
 GET_ORDER_SQL = f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"
 
+# An order with its lines and its history, in one round trip (GET /api/orders/{id}): the lines
+# and entries come as arrays of anonymous records, in ITEM_FIELDS / HISTORY_FIELDS order.
+ITEM_FIELDS = ("sku", "name", "quantity", "unit_price", "line_total")
+HISTORY_FIELDS = ("from_status", "to_status", "changed_by", "reason", "changed_at")
+GET_ORDER_DETAIL_SQL = f"""
+    SELECT {ORDER_COLUMNS},
+        ARRAY(SELECT (i.sku, i.name, i.quantity, i.unit_price, i.line_total)
+              FROM order_items i WHERE i.order_id = o.id ORDER BY i.position) AS items,
+        ARRAY(SELECT (h.from_status, h.to_status, h.changed_by, h.reason, h.changed_at)
+              FROM order_status_history h WHERE h.order_id = o.id ORDER BY h.id) AS history
+    FROM orders o WHERE o.id = $1
+"""
+
 # Every status change goes through this lock, so concurrent changes of one order serialise
 # and the outbox receives its events in the order they happened.
 LOCK_ORDER_SQL = f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE"
@@ -181,6 +194,24 @@ async def insert_items(
 async def get_order(db: Executor, order_id: str) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await db.fetchrow(GET_ORDER_SQL, order_id)
     return row
+
+
+@dataclass(frozen=True)
+class OrderDetail:
+    order: asyncpg.Record
+    items: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+
+
+async def get_order_detail(db: Executor, order_id: str) -> OrderDetail | None:
+    row: asyncpg.Record | None = await db.fetchrow(GET_ORDER_DETAIL_SQL, order_id)
+    if row is None:
+        return None
+    return OrderDetail(
+        order=row,
+        items=[dict(zip(ITEM_FIELDS, item, strict=True)) for item in row["items"]],
+        history=[dict(zip(HISTORY_FIELDS, entry, strict=True)) for entry in row["history"]],
+    )
 
 
 async def lock_order(conn: Connection, order_id: str) -> asyncpg.Record | None:

@@ -221,11 +221,10 @@ async def cancel_order(deps: Deps, caller: Caller, order_id: str) -> OrderOut:
 
 
 async def get_order(deps: Deps, caller: Caller, order_id: str) -> OrderDetailOut:
-    order_uuid = _order_uuid(order_id)
-    row = await repository.get_order(deps.pool, order_uuid)
-    if row is None or not _visible_to(caller, row):
+    detail = await repository.get_order_detail(deps.pool, _order_uuid(order_id))
+    if detail is None or not _visible_to(caller, detail.order):
         raise NotFound("no such order")
-    order = order_out(row, await repository.get_items(deps.pool, [order_uuid]))
+    order = order_out(detail.order, detail.items)
     history = [
         HistoryEntryOut(
             from_status=OrderStatus(h["from_status"]) if h["from_status"] else None,
@@ -234,7 +233,7 @@ async def get_order(deps: Deps, caller: Caller, order_id: str) -> OrderDetailOut
             reason=h["reason"],
             changed_at=h["changed_at"],
         )
-        for h in await repository.get_history(deps.pool, order_uuid)
+        for h in detail.history
     ]
     return OrderDetailOut(**dict(order), history=history)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import pytest
@@ -192,6 +192,15 @@ class FakeOrderRepository:
 
     async def get_order(self, db: Any, order_id: str) -> dict[str, Any] | None:
         return self.orders.get(order_id)
+
+    async def get_order_detail(self, db: Any, order_id: str) -> Any:
+        from order_api.repository import OrderDetail
+
+        order = self.orders.get(order_id)
+        if order is None:
+            return None
+        history = [h for h in self.history if h["order_id"] == order_id]
+        return OrderDetail(order=cast(Any, order), items=self.items.get(order_id, []), history=history)
 
     async def lock_order(self, conn: Any, order_id: str) -> dict[str, Any] | None:
         if not conn.is_in_transaction():

@@ -14,7 +14,7 @@ import pytest
 from common.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from common.events import ORDER_CANCELLED, ORDER_STATUS_CHANGED
 from common.jwt import Caller
-from order_api import repository, service
+from order_api import service
 from order_api.lifecycle import TRANSITIONS
 from order_api.schemas import OrderStatus, StatusChangeIn
 from order_api.service import OWNER_TARGETS, check_idempotency_key
@@ -149,24 +149,20 @@ async def test_a_token_that_names_no_user_is_unauthenticated(
 
 
 async def test_an_admin_sees_any_order_and_its_history(
-    deps: service.Deps, orders: FakeOrderRepository, monkeypatch: pytest.MonkeyPatch
+    deps: service.Deps, orders: FakeOrderRepository
 ) -> None:
     order_id = orders.add(user_id=str(uuid.uuid4()))
-
-    async def get_history(db: Any, wanted: str) -> list[dict[str, Any]]:
-        assert wanted == order_id
-        created = orders.orders[order_id]["created_at"]
-        return [
-            {
-                "from_status": None,
-                "to_status": "PENDING",
-                "changed_by": "x",
-                "reason": None,
-                "changed_at": created,
-            }
-        ]
-
-    monkeypatch.setattr(repository, "get_history", get_history)
+    created = orders.orders[order_id]["created_at"]
+    orders.history.append(
+        {
+            "order_id": order_id,
+            "from_status": None,
+            "to_status": "PENDING",
+            "changed_by": "x",
+            "reason": None,
+            "changed_at": created,
+        }
+    )
     detail = await service.get_order(deps, caller(role="admin"), order_id)
     assert detail.id == order_id
     assert [h.to_status for h in detail.history] == [S.PENDING]

@@ -124,3 +124,42 @@ def test_a_missing_key_stops_start_up_by_name(tmp_path: Path) -> None:
     )
     with pytest.raises(SettingsError, match="JWT_PUBLIC_KEY_FILE"):
         token_verifier(settings, production=True, redis=lambda: cast(Any, FakeRedis()))
+
+
+async def test_a_verified_token_is_still_checked_for_expiry_and_revocation_on_every_use(
+    verifier: TokenVerifier, settings: JwtSettings, redis: FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The second use is served from the cache of verified tokens: revocation is asked again...
+    jti, sid = uuid.uuid4().hex, str(uuid.uuid4())
+    token = mint(settings, jti=jti, sid=sid, exp=int(time.time()) + 60)
+    assert (await verifier.verify(token)).jti == jti
+    assert (await verifier.verify(token)).session_id == sid
+    await redis.set(revoked_jti_key(jti), "1")
+    with pytest.raises(Unauthenticated, match="revoked"):
+        await verifier.verify(token)
+    # ... and so is the expiry, against the clock of this use, not of the first one.
+    other = mint(settings, exp=int(time.time()) + 60)
+    await verifier.verify(other)
+    later = time.time() + 120
+    monkeypatch.setattr("common.jwt.time.time", lambda: later)
+    with pytest.raises(Unauthenticated, match="expired"):
+        await verifier.verify(other)
+
+
+async def test_a_forged_copy_of_a_verified_token_is_not_served_from_the_cache(
+    verifier: TokenVerifier, settings: JwtSettings
+) -> None:
+    token = mint(settings)
+    await verifier.verify(token)
+    header, payload, signature = token.split(".")
+    forged = jwt.encode(
+        {**jwt.decode(token, options={"verify_signature": False}), "role": "admin"},
+        Ed25519PrivateKey.generate(),
+        algorithm="EdDSA",
+    )
+    assert forged.split(".")[0] == header
+    assert forged.split(".")[1] != payload
+    with pytest.raises(Unauthenticated, match="invalid"):
+        await verifier.verify(forged)
+    with pytest.raises(Unauthenticated, match="invalid"):
+        await verifier.verify(f"{header}.{payload}.{signature[:-4]}AAAA")
