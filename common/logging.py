@@ -26,6 +26,8 @@ import ecs_logging
 import structlog
 from opentelemetry import trace as otel_trace
 
+from common.logsink import BatchedHandler, BatchedLoggerFactory, writer_for
+
 TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 # Request ids come from clients and proxies; only accept something harmless to log and echo.
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -62,6 +64,7 @@ class EcsStdlibFormatter(ecs_logging.StdlibFormatter):
 
 
 def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
+    writer = writer_for(sys.stdout)
     processors: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         add_service_name(service),
@@ -80,14 +83,14 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        # One write per line (print() writes the newline apart): Dramatiq's workers send their
+        # Whole lines only, written in batches (common.logsink): Dramatiq's workers send their
         # output to the master through a pipe, where two halves of lines would interleave.
-        logger_factory=structlog.WriteLoggerFactory(sys.stdout),
+        logger_factory=BatchedLoggerFactory(writer),
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.clear_contextvars()
 
-    handler = logging.StreamHandler(sys.stdout)
+    handler = BatchedHandler(writer)
     if fmt == "json":
         handler.setFormatter(EcsStdlibFormatter(extra={"service": {"name": service}}))
     else:

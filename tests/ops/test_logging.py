@@ -1,17 +1,20 @@
 """Every log line of every process carries ``service.name`` and one trace id field (``trace.id``):
 structlog and standard-library lines, from the main thread and from a worker's threads, the
-workers' master included; and each line is one write, so lines from Dramatiq's worker processes
-cannot interleave in the master's pipe."""
+workers' master included; and lines are written whole (in batches, common.logsink), so lines
+from Dramatiq's worker processes cannot interleave in the master's pipe, and a batch is written
+by the time a warning is logged, a little later, or when the process (a forked worker too) ends."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+import multiprocessing
 import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ import pytest
 import structlog
 
 from common.logging import bind_trace_id, configure_logging
+from common.logsink import MAX_DELAY_S, writer_for
 from tests.config.conftest import ROOT
 from tests.net import free_port, stop_process, wait_for_port
 
@@ -58,6 +62,7 @@ def configure(stream: Recorder, service: str, fmt: str = "json") -> None:
 
 
 def lines(stream: Recorder) -> list[dict[str, Any]]:
+    writer_for(stream).flush()
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
@@ -103,12 +108,45 @@ def test_one_trace_id_field_whichever_way_it_was_given(stream: Recorder) -> None
     assert not any("trace_id" in line for line in logged)
 
 
-def test_each_line_is_one_write(stream: Recorder) -> None:
+def test_lines_are_written_whole_in_batches_and_a_warning_at_once(stream: Recorder) -> None:
     configure(stream, "workers")
-    structlog.get_logger("t").info("structlog")
+    for n in range(3):
+        structlog.get_logger("t").info("held", n=n)
+    assert stream.writes == []  # info lines wait for the batch...
     logging.getLogger("t").warning("stdlib")
-    assert len(stream.writes) == 2
-    assert all(text.endswith("\n") and text.count("\n") == 1 for text in stream.writes)
+    # ... which a warning writes at once, in one write, every line whole and in order.
+    assert len(stream.writes) == 1
+    assert [json.loads(line)["message"] for line in stream.writes[0].splitlines()] == ["held"] * 3 + [
+        "stdlib"
+    ]
+    structlog.get_logger("t").info("later")
+    deadline = time.monotonic() + 5
+    while len(stream.writes) == 1 and time.monotonic() < deadline:
+        time.sleep(MAX_DELAY_S / 5)
+    assert len(stream.writes) == 2, "an info line alone is written after the batch delay"
+    assert all(text.endswith("\n") for text in stream.writes)
+
+
+def _log_in_a_forked_child(path: str) -> None:
+    out = open(path, "w")  # noqa: SIM115 - open until the process ends, like its stdout
+    real, sys.stdout = sys.stdout, out
+    try:
+        configure_logging("workers")
+    finally:
+        sys.stdout = real
+    structlog.get_logger("t").info("the child's last line")
+    # Returning ends the process through multiprocessing, as a Dramatiq worker process ends.
+
+
+def test_a_forked_worker_process_writes_its_held_lines_when_it_ends(tmp_path: Path, stream: Recorder) -> None:
+    path = tmp_path / "child.log"
+    child = multiprocessing.get_context("fork").Process(target=_log_in_a_forked_child, args=(str(path),))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert [json.loads(line)["message"] for line in path.read_text().splitlines()] == [
+        "the child's last line"
+    ]
 
 
 def test_console_lines_name_the_service_too(stream: Recorder) -> None:
