@@ -23,6 +23,7 @@ import argparse
 import copy
 import importlib
 import json
+import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,9 @@ _JSON_VALUE_SCHEMA: dict[str, Any] = {
         },
     ],
 }
+# \s, \d, \w and \b (and their negations) mean one set in Python's re, another in ECMA-262 (a
+# client's validator) and a third in schemathesis (ASCII): a document refuses them.
+_SHORTHAND = re.compile(r"(?<!\\)(?:\\\\)*\\[sSdDwWbB]")
 # Keywords whose value is one schema, or a list or a mapping of schemas.
 _ONE = ("items", "not", "additionalProperties", "propertyNames", "contains", "if", "then", "else")
 _MANY = ("anyOf", "oneOf", "allOf", "prefixItems")
@@ -100,6 +104,12 @@ def _nullable(node: dict[str, Any]) -> bool:
 def _tidy(node: dict[str, Any], *, request: bool) -> None:
     """Titles out (noise next to property names); in requests, what parse_body refuses said too."""
     node.pop("title", None)
+    pattern = node.get("pattern")
+    if isinstance(pattern, str) and _SHORTHAND.search(pattern):
+        raise ValueError(
+            f"pattern {pattern!r}: a class shorthand reads differently to Python, ECMA-262 and"
+            " schemathesis; spell the class out (common.validation.WHITESPACE for white space)"
+        )
     if "default" in node and node["default"] is None and not _nullable(node):
         # A field that may be left out but not sent as null (pydantic's default=None).
         del node["default"]

@@ -4,9 +4,10 @@ No aiohttp here, so service code can validate too.
 
 The models are also where the OpenAPI documents' schemas come from (common/openapi.py), so every
 constraint is written so JSON Schema can say it: patterns, lengths and ranges rather than code in
-validators. Patterns are matched by Python's ``re`` (``regex_engine="python-re"``), as the fuzzer
-and ``jsonschema`` match them, so a document's pattern means the same thing to a client's
-validator, to schemathesis and to the service.
+validators. Patterns are matched by Python's ``re`` (``regex_engine="python-re"``), as ``jsonschema``
+matches them, and use no class shorthand (``\\s``, ``\\d``, ``\\w``): those mean one set in Python,
+another in ECMA-262 (a client's validator) and a third in schemathesis (ASCII), so white space is
+spelled out (``WHITESPACE``) and a document's pattern means the same thing to all of them.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ M = TypeVar("M", bound=BaseModel)
 # What common.web.parse_body refuses in any string (PostgreSQL text cannot hold NUL); the
 # generated schemas give it to every string that has no stricter pattern of its own.
 NO_NUL_PATTERN = r"^[^\x00]*$"
+# White space, spelled out: what str.strip() removes and Python's \s matches. (schemathesis
+# reads \s as ASCII only, so it took "\xa0" for a token character and the service refused it.)
+WHITESPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 # Free text (names, reasons): no control characters (they end up in email headers and
 # templates) and at least one character that is not white space. Surrounding white space is
 # allowed and stripped after validation, so lengths count what the client sent.
-TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+TEXT_PATTERN = rf"^[^\x00-\x1f\x7f]*[^{WHITESPACE}\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 # The base of every request model: unknown fields refused, strings bounded, Python patterns.
 INPUT_CONFIG = ConfigDict(extra="forbid", str_max_length=4096, regex_engine="python-re")
 

@@ -21,7 +21,7 @@ from pydantic import (
 
 from common.openapi import Models
 from common.pagination import Page, PageQuery
-from common.validation import INPUT_CONFIG, Strip
+from common.validation import INPUT_CONFIG, WHITESPACE, Strip
 from notifier.templates import TEMPLATE_NAME_RE
 
 Channel = Literal["email", "sms", "push"]
@@ -32,7 +32,9 @@ MAX_BULK_RESEND = 1000
 TemplateName = Annotated[str, StringConstraints(max_length=100, pattern=TEMPLATE_NAME_RE.pattern), Strip]
 # Not only white space (stripped after validation); the channel decides what it must be.
 Recipient = Annotated[
-    str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$"), Strip
+    str,
+    StringConstraints(min_length=1, max_length=4096, pattern=rf"^[^\x00]*[^{WHITESPACE}\x00][^\x00]*$"),
+    Strip,
 ]
 
 

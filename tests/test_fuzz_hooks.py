@@ -1,12 +1,20 @@
-"""The fuzz hooks drop only what the documents' extensions say is refused."""
+"""The fuzz hooks drop only what the documents' extensions say is refused, and the fuzzer reads the
+documents' patterns as the service does."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from common.openapi import load
+# How schemathesis reads a document's pattern when it draws values (pinned in requirements/dev.txt).
+from schemathesis.core.jsonschema.patterns import compile_ecma_pattern
+
+from common.openapi import _SHORTHAND, INSTANCE_DOCUMENT, load
+from common.validation import WHITESPACE
+from notifier.routes import OPENAPI_PATH as NOTIFICATIONS
 from order_api.routes import OPENAPI_PATH as ORDERS
 from tests.fuzz_hooks import breaks_an_extension
 from user_api.routes import OPENAPI_PATH as USERS
@@ -34,3 +42,38 @@ def test_password_bytes(password: str, breaks: bool) -> None:
     for name in ("RegisterIn", "UserUpdateIn"):
         document, schema = _body(USERS, name)
         assert breaks_an_extension(document, schema, {"password": password}) is breaks
+
+
+def _patterns(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if isinstance(node.get("pattern"), str):
+            yield node["pattern"]
+        for child in node.values():
+            yield from _patterns(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from _patterns(child)
+
+
+@pytest.mark.parametrize("path", [USERS, ORDERS, NOTIFICATIONS, INSTANCE_DOCUMENT])
+def test_no_pattern_uses_a_class_shorthand(path: Any) -> None:
+    # \s, \d, \w mean other sets to schemathesis (ASCII) and to ECMA-262 than to the service's
+    # re: a push token ending in "\xa0" was valid to the fuzzer, 422 to the service.
+    patterns = list(_patterns(load(path)))
+    assert patterns or path == INSTANCE_DOCUMENT
+    assert [p for p in patterns if _SHORTHAND.search(p)] == []
+
+
+def test_white_space_is_the_same_set_to_the_fuzzer_and_to_the_service() -> None:
+    spelled = f"[{WHITESPACE}]"
+    characters = [chr(c) for c in range(0x3100)] + ["\ufeff", "\uff10"]
+    expected = [c for c in characters if c.isspace()]  # what Strip removes, and Python's \s
+    fuzzer = compile_ecma_pattern(spelled)
+    assert fuzzer is not None
+    assert [c for c in characters if fuzzer.fullmatch(c)] == expected
+    assert [c for c in characters if re.fullmatch(spelled, c)] == expected
+    push_token = load(USERS)["components"]["schemas"]["UserUpdateIn"]["properties"]["push_token"]
+    pattern = compile_ecma_pattern(push_token["anyOf"][0]["pattern"])
+    assert pattern is not None
+    assert not pattern.search("abcdefgh\xa0")
+    assert pattern.search("abcdefgh")

@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from common.openapi import Models
 from common.pagination import Page
-from common.validation import INPUT_CONFIG, Strip, text, words_except
+from common.validation import INPUT_CONFIG, WHITESPACE, Strip, text, words_except
 
 # bcrypt only looks at the first 72 bytes (and bcrypt 5 refuses more): limits are in bytes.
 PASSWORD_MIN_CHARS = 8
@@ -26,12 +26,13 @@ def _password_bytes(value: str) -> str:
 
 
 def _compact_phone(value: str) -> str:
-    return re.sub(r"[\s().-]", "", value)
+    return re.sub(_SEP, "", value)
 
 
 # +447700900123 with any spaces, dots, dashes or brackets between the digits (compacted after
 # validation): the same rule as E164_RE on the compact form, said as one pattern.
-PHONE_PATTERN = r"^[\s().-]*\+[\s().-]*[1-9](?:[\s().-]*[0-9]){6,14}[\s().-]*$"
+_SEP = rf"[{WHITESPACE}().-]"
+PHONE_PATTERN = rf"^{_SEP}*\+{_SEP}*[1-9](?:{_SEP}*[0-9]){{6,14}}{_SEP}*$"
 
 # An email address as a pattern, so the document says exactly which are accepted: a dot-atom
 # local part of at most 64 characters and three dots, up to five labels without "--", and a
@@ -66,7 +67,9 @@ Phone = Annotated[
     str, StringConstraints(pattern=PHONE_PATTERN, max_length=64), AfterValidator(_compact_phone)
 ]
 Name = Annotated[str, text(100), Strip]
-PushToken = Annotated[str, StringConstraints(min_length=8, max_length=4096, pattern=r"^\S+$"), Strip]
+PushToken = Annotated[
+    str, StringConstraints(min_length=8, max_length=4096, pattern=rf"^[^{WHITESPACE}]+$"), Strip
+]
 
 
 class Strict(BaseModel):
