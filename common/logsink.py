@@ -34,6 +34,7 @@ class BatchedLineWriter:
         self._size = 0
         self._due = threading.Event()
         self._thread: threading.Thread | None = None
+        self._batching = True
         os.register_at_fork(before=self.flush, after_in_child=self._after_fork)
         atexit.register(self.flush)
         # A forked child (a Dramatiq worker process) ends through multiprocessing, which runs its
@@ -44,7 +45,7 @@ class BatchedLineWriter:
         with self._lock:
             self._pending.append(line)
             self._size += len(line)
-            if urgent or self._size >= MAX_PENDING_CHARS:
+            if urgent or not self._batching or self._size >= MAX_PENDING_CHARS:
                 self._write_pending()
                 return
             if len(self._pending) == 1:
@@ -53,6 +54,12 @@ class BatchedLineWriter:
 
     def flush(self) -> None:
         with self._lock:
+            self._write_pending()
+
+    def stop_batching(self) -> None:
+        """Write what is held and every later line at once (a process about to close its output)."""
+        with self._lock:
+            self._batching = False
             self._write_pending()
 
     def _write_pending(self) -> None:
@@ -142,3 +149,13 @@ def writer_for(stream: TextIO) -> BatchedLineWriter:
     if writer is None or writer._stream is not stream:
         writer = _writers[id(stream)] = BatchedLineWriter(stream)
     return writer
+
+
+def stop_batching() -> None:
+    """Every writer of this process writes through from now on.
+
+    For a process that closes its output itself before it ends: a Dramatiq worker process
+    closes the pipe to its master after its last job, before multiprocessing's finalizers run.
+    """
+    for writer in list(_writers.values()):
+        writer.stop_batching()

@@ -26,6 +26,7 @@ from dramatiq.middleware import MiddlewareError
 from common.db import create_pool
 from common.errors import ServiceError
 from common.logging import configure_logging
+from common.logsink import stop_batching
 from common.migrations import ensure_database, migrate_dsn
 from notifier.channels.http import Session, new_session
 from notifier.delivery import DeliveryDeps
@@ -140,6 +141,9 @@ class WorkerResources(Middleware):
         if opened is not None and loop_thread is not None:
             loop_thread.run_coroutine(close_resources(opened))
             log.info("worker_resources_closed")
+        # Dramatiq closes this process's pipe to its master before the process ends: held log
+        # lines go now, and the last few lines of the shutdown at once.
+        stop_batching()
 
 
 def ignore_repeated_sigterm(window_s: float = DUPLICATE_SIGTERM_WINDOW_S) -> None:
