@@ -13,9 +13,15 @@ from common.logging import current_trace_id
 OUTBOX_MIGRATIONS = ("outbox", Path(__file__).parent / "sql" / "outbox")
 OUTBOX_CHANNEL = "outbox_events"
 
+# The row and its NOTIFY in one round trip; NOTIFY is transactional too: the relay wakes only
+# once the row is visible.
 INSERT_OUTBOX_EVENT_SQL = """
-    INSERT INTO outbox_events (event_id, event_type, aggregate_id, payload)
-    VALUES ($1, $2, $3, $4::jsonb)
+    WITH added AS (
+        INSERT INTO outbox_events (event_id, event_type, aggregate_id, payload)
+        VALUES ($1, $2, $3, $4::jsonb)
+        RETURNING event_type
+    )
+    SELECT pg_notify($5, added.event_type) FROM added
 """
 
 
@@ -33,8 +39,11 @@ async def add_event(
         raise RuntimeError("outbox events must be written inside the transaction of the change")
     event = new_event(event_type, data, producer=producer, trace_id=trace_id or current_trace_id())
     await conn.execute(
-        INSERT_OUTBOX_EVENT_SQL, event["event_id"], event_type, aggregate_id, json.dumps(event, default=str)
+        INSERT_OUTBOX_EVENT_SQL,
+        event["event_id"],
+        event_type,
+        aggregate_id,
+        json.dumps(event, default=str),
+        OUTBOX_CHANNEL,
     )
-    # NOTIFY is transactional too: the relay wakes only once the row is visible.
-    await conn.execute("SELECT pg_notify($1, $2)", OUTBOX_CHANNEL, event_type)
     return event

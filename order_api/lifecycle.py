@@ -96,11 +96,10 @@ async def apply_transition(
     current = OrderStatus(row["status"])
     if target not in TRANSITIONS[current]:
         raise Conflict(f"an order in status {current} cannot become {target}")
-    updated = await repository.update_status(conn, row["id"], target)
-    await repository.insert_history(
+    updated, items = await repository.change_status(
         conn, row["id"], from_status=current, to_status=target, changed_by=changed_by, reason=reason
     )
-    order = order_out(updated, await repository.get_items(conn, [row["id"]]))
+    order = order_out(updated, items)
     data: dict[str, Any] = {
         "order": order.model_dump(mode="json"),
         "user": json.loads(row["contact"]),

@@ -81,9 +81,20 @@ GET_ORDER_DETAIL_SQL = f"""
 # and the outbox receives its events in the order they happened.
 LOCK_ORDER_SQL = f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE"
 
-UPDATE_STATUS_SQL = f"""
-    UPDATE orders SET status = $2, updated_at = now() WHERE id = $1
-    RETURNING {ORDER_COLUMNS}
+# A status change of a locked order: the new status, its history entry and the order's lines
+# (for the event), in one round trip.
+CHANGE_STATUS_SQL = f"""
+    WITH changed AS (
+        UPDATE orders SET status = $2, updated_at = now() WHERE id = $1
+        RETURNING {ORDER_COLUMNS}
+    ), logged AS (
+        INSERT INTO order_status_history (order_id, from_status, to_status, changed_by, reason)
+        SELECT $1, $3, $2, $4, $5 FROM changed
+    )
+    SELECT changed.*,
+        ARRAY(SELECT (i.sku, i.name, i.quantity, i.unit_price, i.line_total)
+              FROM order_items i WHERE i.order_id = $1 ORDER BY i.position) AS items
+    FROM changed
 """
 
 GET_ITEMS_SQL = """
@@ -221,10 +232,21 @@ async def lock_order(conn: Connection, order_id: str) -> asyncpg.Record | None:
     return row
 
 
-async def update_status(conn: Connection, order_id: str, status: str) -> asyncpg.Record:
-    row: asyncpg.Record | None = await conn.fetchrow(UPDATE_STATUS_SQL, order_id, status)
+async def change_status(
+    conn: Connection,
+    order_id: str,
+    *,
+    from_status: str,
+    to_status: str,
+    changed_by: str,
+    reason: str | None,
+) -> tuple[asyncpg.Record, list[dict[str, Any]]]:
+    """Move a locked order on and record the change; the updated order and its lines."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        CHANGE_STATUS_SQL, order_id, to_status, from_status, changed_by, reason
+    )
     assert row is not None  # the caller holds the row lock: it exists
-    return row
+    return row, [dict(zip(ITEM_FIELDS, item, strict=True)) for item in row["items"]]
 
 
 async def get_items(db: Executor, order_ids: Sequence[str]) -> list[asyncpg.Record]:

@@ -207,10 +207,22 @@ class FakeOrderRepository:
             raise RuntimeError("a row lock outside a transaction is released at once")
         return self.orders.get(order_id)
 
-    async def update_status(self, conn: Any, order_id: str, status: str) -> dict[str, Any]:
-        row = dict(self.orders[order_id], status=str(status))
+    async def change_status(
+        self,
+        conn: Any,
+        order_id: str,
+        *,
+        from_status: str,
+        to_status: str,
+        changed_by: str,
+        reason: str | None,
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        row = dict(self.orders[order_id], status=str(to_status))
         self.orders[order_id] = row
-        return row
+        await self.insert_history(
+            conn, order_id, from_status=from_status, to_status=to_status, changed_by=changed_by, reason=reason
+        )
+        return row, self.items.get(order_id, [])
 
     async def get_items(self, db: Any, order_ids: Sequence[str]) -> list[dict[str, Any]]:
         return [item for order_id in order_ids for item in self.items.get(order_id, [])]
