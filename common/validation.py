@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
@@ -34,6 +35,16 @@ WHITESPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f
 TEXT_PATTERN = rf"^[^\x00-\x1f\x7f]*[^{WHITESPACE}\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 # The base of every request model: unknown fields refused, strings bounded, Python patterns.
 INPUT_CONFIG = ConfigDict(extra="forbid", str_max_length=4096, regex_engine="python-re")
+
+
+def whole_number(value: object) -> object:
+    """JSON Schema's "integer" includes 2.0: a number without a fraction is an integer (use before
+    ``StrictInt``, which refuses "2" and true as the schema does, and 2.0 as it should not)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        return int(value)
+    return value
 
 
 def _strip(value: str) -> str:

@@ -12,6 +12,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     Field,
     StrictBool,
     StrictInt,
@@ -21,7 +22,7 @@ from pydantic import (
 
 from common.openapi import Models
 from common.pagination import Page, PageQuery
-from common.validation import INPUT_CONFIG, WHITESPACE, Strip
+from common.validation import INPUT_CONFIG, WHITESPACE, Strip, whole_number
 from notifier.templates import TEMPLATE_NAME_RE
 
 Channel = Literal["email", "sms", "push"]
@@ -47,7 +48,14 @@ def _in_utc_range(value: datetime) -> datetime:
         raise ValueError("is out of range once converted to UTC") from None
 
 
-ResendTime = Annotated[AwareDatetime, AfterValidator(_in_utc_range)]
+def _date_time_text(value: object) -> object:
+    # The schema says an RFC 3339 string; pydantic alone would also take 0 as 1970-01-01 (a number).
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an RFC 3339 date-time string")
+    return value
+
+
+ResendTime = Annotated[AwareDatetime, BeforeValidator(_date_time_text), AfterValidator(_in_utc_range)]
 E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 PUSH_TOKEN_RE = re.compile(r"^\S{8,4096}$")
 
@@ -85,8 +93,9 @@ class ResendMatching(BaseModel):
     channel: Channel | None = None
     created_from: ResendTime | None = None
     created_to: ResendTime | None = None
-    # Strict: "5" is not a limit and "yes" not a boolean, as the schema says (JSON types as sent).
-    limit: StrictInt = Field(default=100, ge=1, le=MAX_BULK_RESEND)
+    # Strict: "5" is not a limit and "yes" not a boolean, as the schema says (JSON types as sent);
+    # 5.0 is one, as JSON Schema's "integer" says.
+    limit: Annotated[StrictInt, BeforeValidator(whole_number)] = Field(default=100, ge=1, le=MAX_BULK_RESEND)
     dry_run: StrictBool = False
 
     @model_validator(mode="after")

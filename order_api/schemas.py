@@ -30,7 +30,7 @@ from pydantic import (
 from common.events import Contact as Contact
 from common.openapi import Models
 from common.pagination import Page, PageQuery
-from common.validation import INPUT_CONFIG, Strip, text
+from common.validation import INPUT_CONFIG, Strip, text, whole_number
 
 MAX_ITEMS = 50
 MAX_QUANTITY = 1000
@@ -70,13 +70,6 @@ def _exact_amount(value: object) -> object:
     return value
 
 
-def _whole_number(value: object) -> object:
-    # parse_body reads 2.0 as Decimal("2.0"): a number without a fraction is an integer.
-    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
-        return int(value)
-    return value
-
-
 def _to_cents(value: Decimal) -> Decimal:
     # "19.9" and "19.90" are the same price; one canonical form keeps request hashes stable.
     return value.quantize(CENT)
@@ -113,7 +106,7 @@ class ItemIn(Strict):
     sku: Sku
     name: ItemName
     # "2" and true are not quantities; 2.0 is one, as JSON Schema's "integer" says.
-    quantity: Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY), BeforeValidator(_whole_number)]
+    quantity: Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY), BeforeValidator(whole_number)]
     unit_price: UnitPrice
 
 
