@@ -1,8 +1,9 @@
 """schemathesis hooks: the constraints of the documents that JSON Schema cannot say.
 
 The documents say them as extensions (common/openapi.py generates them from the models):
-``x-max-utf8-bytes`` (a password is at most 72 bytes in UTF-8; ``maxLength`` counts characters)
-and ``x-unique-by`` (each sku once per order; ``uniqueItems`` compares whole items). A body that
+``x-max-utf8-bytes`` (a password is at most 72 bytes in UTF-8; ``maxLength`` counts characters),
+``x-unique-by`` (each sku once per order; ``uniqueItems`` compares whole items) and ``x-ordered``
+(a resend's created_from before its created_to; JSON Schema cannot compare fields). A body that
 breaks one is refused with 422, as the document says, so schemathesis' "schema-valid request
 rejected" (positive_data_acceptance) is not a failure for it; every other check still runs on it.
 
@@ -14,6 +15,7 @@ Loaded with ``SCHEMATHESIS_HOOKS=tests.fuzz_hooks`` (scripts/integration-tests.s
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import schemathesis
@@ -46,9 +48,24 @@ def breaks_an_extension(document: dict[str, Any], schema: Any, value: Any) -> bo
                 return True
         return any(breaks_an_extension(document, schema.get("items"), item) for item in value)
     if isinstance(value, dict):
+        if _out_of_order(value, schema.get("x-ordered")):
+            return True
         properties = schema.get("properties", {})
         return any(breaks_an_extension(document, properties.get(k), v) for k, v in value.items())
     return False
+
+
+def _out_of_order(value: dict[str, Any], names: Any) -> bool:
+    """Whether two date-times ``x-ordered`` names are both given and not in increasing order."""
+    if not isinstance(names, list) or len(names) != 2:
+        return False
+    first, second = (value.get(name) for name in names)
+    if not (isinstance(first, str) and isinstance(second, str)):
+        return False
+    try:
+        return datetime.fromisoformat(first) >= datetime.fromisoformat(second)
+    except (ValueError, TypeError):  # not date-times (the service's own 422) or naive vs aware
+        return False
 
 
 def _body_schema(case: Any) -> Any:

@@ -44,6 +44,21 @@ def test_password_bytes(password: str, breaks: bool) -> None:
         assert breaks_an_extension(document, schema, {"password": password}) is breaks
 
 
+@pytest.mark.parametrize(
+    ("created_from", "created_to", "breaks"),
+    [
+        ("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", False),
+        ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", True),
+        ("2026-01-01T01:00:00+01:00", "2026-01-01T00:00:00Z", True),
+        ("2026-01-02T00:00:00Z", None, False),
+    ],
+)
+def test_created_from_before_created_to(created_from: str, created_to: str | None, breaks: bool) -> None:
+    document, schema = _body(NOTIFICATIONS, "ResendMatching")
+    body = {"status": ["dead"], "created_from": created_from, "created_to": created_to}
+    assert breaks_an_extension(document, schema, body) is breaks
+
+
 def _patterns(node: Any) -> Iterator[str]:
     if isinstance(node, dict):
         if isinstance(node.get("pattern"), str):
