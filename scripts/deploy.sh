@@ -40,7 +40,7 @@ process_table() {
   echo "order_api_1|http://127.0.0.1:${ORDER_API_PORT:-8082}/health/ready|$PY -m order_api serve --port ${ORDER_API_PORT:-8082}"
   echo "order_api_2|http://127.0.0.1:${ORDER_API_PORT_2:-8092}/health/ready|$PY -m order_api serve --port ${ORDER_API_PORT_2:-8092}"
   echo "notifier_1|http://127.0.0.1:${NOTIFIER_PORT:-8083}/health/ready|$PY -m notifier serve --port ${NOTIFIER_PORT:-8083}"
-  echo "workers|http://127.0.0.1:${WORKERS_METRICS_PORT:-9191}/|$PY -m workers --processes ${WORKER_PROCESSES:-2} --threads ${WORKER_THREADS:-8}"
+  echo "workers|http://127.0.0.1:${WORKERS_METRICS_PORT:-9191}/|$PY -m workers --processes ${WORKER_PROCESSES:-1} --threads ${WORKER_THREADS:-8}"
 }
 
 stop_all() {

@@ -47,10 +47,10 @@ PORTS = {
     "order_api_2": int(ENV("ORDER_API_PORT_2", "8092")),
     "notifier_1": int(ENV("NOTIFIER_PORT", "8083")),
 }
-WORKER_PROCESSES = int(ENV("WORKER_PROCESSES", "2"))
+WORKER_PROCESSES = int(ENV("WORKER_PROCESSES", "1"))
 LOG_DIR = Path(ENV("LOG_DIR", str(Path(__file__).resolve().parents[2] / "var" / "log")))
 PRE_S, RECOVERY_TIMEOUT_S, DRAIN_TIMEOUT_S = 3.0, 60.0, 45.0
-# New orders a second, all clients together: below what two worker processes deliver on a
+# New orders a second, all clients together: below what the workers deliver on a
 # shared two-core machine (5-7 orders/s with both emails, 4 queue messages an order, while other
 # test runs take most of the CPU), so a backlog a fault leaves can drain; back to back (0) the
 # queues grow for the whole run and no drain time can be measured.
