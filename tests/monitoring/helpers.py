@@ -9,6 +9,8 @@ import json
 import os
 import re
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,3 +214,18 @@ def code_metric_names() -> set[str]:
 def exporter_metric_names() -> set[str]:
     lines = (Path(__file__).parent / "exporter_metrics.txt").read_text().splitlines()
     return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+
+
+def poll(what: str, probe: Callable[[], Any], seconds: float, *, every_s: float = 0.5) -> Any:
+    """The first truthy result of ``probe`` within ``seconds`` (an OSError counts as not yet)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            found = probe()
+        except OSError:
+            found = None
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} within {seconds:.0f} s")
+        time.sleep(every_s)

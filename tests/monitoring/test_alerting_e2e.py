@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import pytest
 import yaml
 
 from notifier.alertmanager_config import AlertingSettings, write
-from tests.monitoring.helpers import PROMETHEUS_DIR, RULES_DIR, tool_or_skip
+from tests.monitoring.helpers import PROMETHEUS_DIR, RULES_DIR, poll, tool_or_skip
 from tests.net import free_port, stop_process, wait_for_port
 
 pytestmark = pytest.mark.slow
@@ -66,17 +65,7 @@ def is_ready(url: str) -> bool:
 
 
 def wait_until(what: str, probe: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        try:
-            found = probe()
-        except OSError:
-            found = None
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"no {what} within {DEADLINE_S:.0f} s")
-        time.sleep(0.25)
+    return poll(what, probe, DEADLINE_S, every_s=0.25)
 
 
 def start(command: list[str], port: int, what: str, log: Path, env: dict[str, str] | None = None) -> Any:

@@ -23,14 +23,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.monitoring.helpers import ROOT, RUNBOOKS
+from tests.monitoring.helpers import ROOT, RUNBOOKS, poll
 
 pytestmark = pytest.mark.live_stack
 
@@ -64,20 +63,6 @@ def send(method: str, path: str, body: Any = None, token: str | None = None) -> 
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
-
-
-def poll(what: str, probe: Callable[[], Any], seconds: float) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            found = probe()
-        except OSError:
-            found = None
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"no {what} within {seconds:.0f} s")
-        time.sleep(0.5)
 
 
 def deploy_ctl(*args: str) -> str:
