@@ -53,8 +53,15 @@ def test_one_order_is_followed_by_its_trace_id_from_gateway_to_email(
     assert gateway[0]["http.request.method"] == "POST"
     assert _trace(gateway[0]) == trace_id
 
-    api = _lines_with(trace_id, "order_api_*.log")
-    assert any(e.get("message") == "request_finished" and _trace(e) == trace_id for e in api)
+    # Services write their info lines in batches (common.logsink): the line follows shortly.
+    eventually(
+        lambda: [
+            e
+            for e in _lines_with(trace_id, "order_api_*.log")
+            if e.get("message") == "request_finished" and _trace(e) == trace_id
+        ],
+        what="order_api's request_finished line with the trace id",
+    )
 
     def delivered() -> list[dict[str, Any]]:
         return [
