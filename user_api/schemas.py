@@ -68,7 +68,7 @@ Phone = Annotated[
 ]
 Name = Annotated[str, text(100), Strip]
 PushToken = Annotated[
-    str, StringConstraints(min_length=8, max_length=4096, pattern=rf"^[^{WHITESPACE}]+$"), Strip
+    str, StringConstraints(min_length=8, max_length=4096, pattern=rf"^[^{WHITESPACE}\x00-\x1f\x7f]+$"), Strip
 ]
 
 

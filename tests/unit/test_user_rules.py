@@ -274,3 +274,11 @@ def test_the_contact_copied_into_events_carries_no_secrets_or_role() -> None:
     user_id = row.add(password_hash=HASH)
     contact = service.contact(service.user_out(cast(Any, row.users[user_id])))
     assert set(contact) == {"id", "email", "name", "phone", "notification_preferences", "push_token"}
+
+
+@pytest.mark.parametrize("token", ["abcdefgh\x00", "abc\x1fdefgh", "abcd\x7fefgh", "abcd efgh", "abcdef\xa0h"])
+def test_a_push_token_has_no_control_or_white_space_characters(token: str) -> None:
+    # The document's pattern says so too (schemathesis sent a NUL that the schema allowed).
+    with pytest.raises(ValidationError):
+        UserUpdateIn.model_validate({"push_token": token})
+    assert UserUpdateIn.model_validate({"push_token": "fcm:AbC-123_x/y+z="}).push_token
