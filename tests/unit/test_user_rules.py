@@ -276,7 +276,7 @@ def test_the_contact_copied_into_events_carries_no_secrets_or_role() -> None:
     assert set(contact) == {"id", "email", "name", "phone", "notification_preferences", "push_token"}
 
 
-@pytest.mark.parametrize("token", ["abcdefg\x00", "ab\x1fdefgh", "abc\x7fefgh", "abcd efgh", "abcde\xa0h"])
+@pytest.mark.parametrize("token", ["abcdefg\x00", "ab\x1fdefgh", "abc\x7fefgh", "abcd efgh", "abcdef\xa0h"])
 def test_a_push_token_has_no_control_or_white_space_characters(token: str) -> None:
     # The document's pattern says so too (schemathesis sent a NUL that the schema allowed).
     with pytest.raises(ValidationError):
