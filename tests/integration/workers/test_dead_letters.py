@@ -29,7 +29,13 @@ from tests.integration.notifier.conftest import FakeProvider
 from tests.integration.notifier.helpers import contact, user_registered_event, wait_until
 from tests.integration.workers.conftest import StartWorker
 from tests.integration.workers.management import get_messages
-from tests.integration.workers.test_worker import SMS_USER, outcomes, publish, wait_for_status
+from tests.integration.workers.test_worker import (
+    SMS_USER,
+    outcomes,
+    publish,
+    sms_that_cannot_be_sent,
+    wait_for_status,
+)
 from workers import dlq
 from workers.deadletters import TRACEBACK_FRAMES, TRACEBACK_MAX_CHARS, bounded_traceback
 from workers.dlq import DeadLetter, DeadLetterQueues
@@ -51,12 +57,7 @@ def assert_written_by_this_worker(record: dict[str, Any]) -> None:
 async def test_retries_exhausted_records_the_last_error_and_the_attempts(
     start_worker: StartWorker, pool: asyncpg.Pool, provider: FakeProvider, dead_letters: DeadLetterQueues
 ) -> None:
-    await provider.fail("sms", status=503)
-    broker = await start_worker()
-    event = user_registered_event(contact(**SMS_USER))
-    sms_id = notification_id_for(event["event_id"], "sms")
-
-    await publish(broker, event_message(event, FAN_OUT_NOTIFICATIONS))
+    _broker, sms_id = await sms_that_cannot_be_sent(start_worker, provider)
 
     letter = await one_dead_letter(dead_letters)
     record = letter.record
@@ -108,11 +109,7 @@ async def test_a_deliver_message_for_a_dead_notification_says_notification_dead(
     start_worker: StartWorker, pool: asyncpg.Pool, provider: FakeProvider, dead_letters: DeadLetterQueues
 ) -> None:
     """The deliver actor's ``throws=`` path: a stray copy of a message that already died."""
-    await provider.fail("sms", status=503)
-    broker = await start_worker()
-    event = user_registered_event(contact(**SMS_USER))
-    sms_id = notification_id_for(event["event_id"], "sms")
-    await publish(broker, event_message(event, FAN_OUT_NOTIFICATIONS))
+    broker, sms_id = await sms_that_cannot_be_sent(start_worker, provider)
     await one_dead_letter(dead_letters)
     await wait_for_status(pool, sms_id, "dead")
     await asyncio.to_thread(dead_letters.purge)
@@ -136,11 +133,7 @@ async def test_a_deliver_message_for_a_dead_notification_says_notification_dead(
 async def test_a_replay_that_fails_again_keeps_both_failures(
     start_worker: StartWorker, pool: asyncpg.Pool, provider: FakeProvider, dead_letters: DeadLetterQueues
 ) -> None:
-    await provider.fail("sms", status=503)
-    broker = await start_worker()
-    event = user_registered_event(contact(**SMS_USER))
-    sms_id = notification_id_for(event["event_id"], "sms")
-    await publish(broker, event_message(event, FAN_OUT_NOTIFICATIONS))
+    _broker, sms_id = await sms_that_cannot_be_sent(start_worker, provider)
     first = await one_dead_letter(dead_letters)
 
     assert (await asyncio.to_thread(dead_letters.replay, {first.id})).replayed == [first.id]

@@ -29,6 +29,17 @@ from workers.dlq import DeadLetterQueues
 SMS_USER: dict[str, Any] = {"notification_preferences": {"email": True, "sms": True, "push": False}}
 
 
+async def sms_that_cannot_be_sent(
+    start_worker: StartWorker, provider: FakeProvider
+) -> tuple[RabbitmqBroker, str]:
+    """A user.registered fan-out whose SMS meets a provider answering 503; (broker, the SMS's id)."""
+    await provider.fail("sms", status=503)
+    broker = await start_worker()
+    event = user_registered_event(contact(**SMS_USER))
+    await publish(broker, event_message(event, FAN_OUT_NOTIFICATIONS))
+    return broker, notification_id_for(event["event_id"], "sms")
+
+
 async def publish(broker: RabbitmqBroker, body: Message[Any] | dict[str, Any]) -> None:
     """Publish a message as the outbox relay does (common.events.event_message), or a raw body."""
     message = body if isinstance(body, Message) else Message.decode(json.dumps(body).encode())
@@ -128,12 +139,7 @@ async def test_provider_down_past_the_retry_budget_goes_dead_and_a_replay_delive
     provider: FakeProvider,
     dead_letters: DeadLetterQueues,
 ) -> None:
-    await provider.fail("sms", status=503)
-    broker = await start_worker()
-    event = user_registered_event(contact(**SMS_USER))
-    sms_id = notification_id_for(event["event_id"], "sms")
-
-    await publish(broker, event_message(event, FAN_OUT_NOTIFICATIONS))
+    broker, sms_id = await sms_that_cannot_be_sent(start_worker, provider)
 
     await wait_for_status(pool, sms_id, "dead")
     assert await outcomes(pool, sms_id) == ["transient_error"] * 3  # first try + WORKER_MAX_RETRIES=2
@@ -160,11 +166,7 @@ async def test_a_replayed_message_that_dies_again_is_refused_past_the_replay_lim
     provider: FakeProvider,
     dead_letters: DeadLetterQueues,
 ) -> None:
-    await provider.fail("sms", status=503)
-    broker = await start_worker()
-    event = user_registered_event(contact(**SMS_USER))
-    sms_id = notification_id_for(event["event_id"], "sms")
-    await publish(broker, event_message(event, FAN_OUT_NOTIFICATIONS))
+    _broker, sms_id = await sms_that_cannot_be_sent(start_worker, provider)
     [letter] = await wait_until(lambda: asyncio.to_thread(dead_letters.list))
 
     first = await asyncio.to_thread(dead_letters.replay, None, max_replays=1)
