@@ -10,6 +10,7 @@ declaration with different arguments (``PRECONDITION_FAILED``). They are quorum 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +18,6 @@ import aiormq
 import structlog
 from aiormq.abc import AbstractChannel, AbstractConnection
 from dramatiq import Message
-from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL
 from dramatiq.common import dq_name, xq_name
 from pamqp.commands import Basic
 from pamqp.common import FieldTable
@@ -36,6 +36,12 @@ class AmqpUnavailable(ServiceError):
 class PublishRejected(ServiceError):
     """The broker answered but did not take the message (returned as unroutable, or nacked)."""
 
+
+# How long ``Q.XQ`` keeps a dead letter: Dramatiq's ``dramatiq.brokers.rabbitmq.DEAD_MESSAGE_TTL``,
+# read the way it reads it (a week, or its variable). Not imported from there: that module imports
+# pika, which no API uses (issue 11: 29 modules, 2 MB in each API process). tests/unit/test_imports.py
+# checks that the two agree, with and without the variable.
+DEAD_MESSAGE_TTL = int(os.getenv("dramatiq_dead_message_ttl", 86400000 * 7))  # noqa: SIM112 - its name
 
 # A message redelivered this many times (its consumer crashed or lost its connection while holding
 # it: a poison message) goes to ``Q.XQ`` instead of crashing the next worker. Retries do not

@@ -9,6 +9,8 @@ not be there:
 
 - rich and pygments: ``import structlog`` imports them when installed (the development venv),
   for tracebacks this configuration never draws; ``common.logging`` imports structlog without.
+- pika, in the APIs: they publish with aiormq; ``dramatiq.brokers.rabbitmq`` (Dramatiq's pika
+  broker) is imported by the workers only. ``common.amqp.DEAD_MESSAGE_TTL`` is its value.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import pytest
 
 NEVER = ("rich", "pygments")
+NOT_IN_THE_APIS = ("pika", "dramatiq.brokers.rabbitmq")
 
 SERVE = """
 import json, sys
@@ -90,13 +93,29 @@ def present(modules: set[str], packages: tuple[str, ...]) -> list[str]:
 
 
 @pytest.mark.parametrize("service", ["user_api", "order_api", "notifier"])
-def test_an_api_serves_without_rich(service: str, tmp_path: Path, jwt_files: dict[str, Path]) -> None:
+def test_an_api_serves_without_rich_or_pika(service: str, tmp_path: Path, jwt_files: dict[str, Path]) -> None:
     modules = imported(SERVE.replace("{service}", service), tmp_path, jwt_files)
     assert {"structlog", f"{service}.app"} <= modules  # the way to serving was taken
-    assert present(modules, NEVER) == []
+    assert present(modules, NEVER + NOT_IN_THE_APIS) == []
 
 
 def test_the_workers_run_without_rich(tmp_path: Path, jwt_files: dict[str, Path]) -> None:
     modules = imported(WORKERS, tmp_path, jwt_files, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
     assert {"structlog", "workers.actors", "dramatiq.brokers.rabbitmq"} <= modules
     assert present(modules, NEVER) == []
+
+
+@pytest.mark.parametrize("variable", [None, "3600000"])
+def test_the_dead_letter_ttl_is_dramatiqs(variable: str | None, tmp_path: Path) -> None:
+    script = (
+        "import common.amqp, dramatiq.brokers.rabbitmq as broker;"
+        "print(common.amqp.DEAD_MESSAGE_TTL, broker.DEAD_MESSAGE_TTL)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "dramatiq_dead_message_ttl"}
+    if variable is not None:
+        env["dramatiq_dead_message_ttl"] = variable
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    )
+    ours, dramatiqs = result.stdout.split()
+    assert ours == dramatiqs == (variable or str(86400000 * 7))
