@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
+import structlog
 from aiohttp import web
 
-# First of the project's modules, so that it is the one to import structlog (without rich).
-import common.logging
 from common.health import start_draining
+from common.logging import configure_logging
 from common.migrations import ensure_database, migrate_dsn
 from common.settings import SettingsError, load_settings
 
@@ -48,7 +48,7 @@ class ServiceSettings(Protocol):
 
 
 S = TypeVar("S", bound=ServiceSettings)
-log = common.logging.get_logger(__name__)
+log = structlog.get_logger(__name__)
 AddCommands = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 RunCommand = Callable[[S, argparse.Namespace], int]
 
@@ -106,7 +106,7 @@ def main(cli: ServiceCli[S], argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings(cli.settings_cls)
-        common.logging.configure_logging(cli.name, settings.log_level, settings.log_format)
+        configure_logging(cli.name, settings.log_level, settings.log_format)
         if args.command == "serve":
             asyncio.run(
                 serve(

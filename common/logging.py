@@ -11,15 +11,6 @@ inside a request or a job get it too.
 
 No aiohttp here (workers log through this module); the request middleware that binds a
 request's trace id is in ``common/web.py``.
-
-structlog is imported here without rich (issue 11). When rich is installed, ``import structlog``
-imports it and pygments (66 modules, 3 MB in each process) for pretty tracebacks that this
-configuration never draws: ``format_exc_info`` turns a traceback into plain text before ecs-logging
-or the console renderer sees it. rich is a development dependency (bandit, schemathesis), not in
-the image (``requirements/runtime.txt``), so a service in the development venv now imports what it
-does in production. It works only if this module imports structlog first in the process:
-``common.cli`` imports it first of all for the APIs, ``python -m workers`` before Dramatiq forks
-its workers; tests/unit/test_imports.py checks both.
 """
 
 from __future__ import annotations
@@ -28,38 +19,14 @@ import logging
 import re
 import sys
 import uuid
-from collections.abc import Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import ecs_logging
+import structlog
 from opentelemetry import trace as otel_trace
 
 from common.logsink import BatchedHandler, BatchedLoggerFactory, writer_for
-
-
-@contextmanager
-def _not_installed(*names: str) -> Iterator[None]:
-    """``import NAME`` raises ImportError meanwhile, as if NAME were not installed."""
-    present = {name: sys.modules[name] for name in names if name in sys.modules}
-    for name in names:
-        sys.modules[name] = None  # type: ignore[assignment]  # the import system's "not found"
-    try:
-        yield
-    finally:
-        for name in names:
-            del sys.modules[name]
-        sys.modules.update(present)
-
-
-with _not_installed("rich"):
-    import structlog
-
-
-def get_logger(name: str) -> Any:
-    """structlog's logger, for common.cli: it takes it from here so that this module imports structlog."""
-    return structlog.get_logger(name)
-
 
 TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 # Request ids come from clients and proxies; only accept something harmless to log and echo.
@@ -111,8 +78,7 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
         processors += [
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            # Plain text whether or not rich is installed (format_exc_info has drawn it anyway).
-            structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback),
+            structlog.dev.ConsoleRenderer(colors=False),
         ]
     structlog.configure(
         processors=processors,
