@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import secrets
 from dataclasses import dataclass
 from email.charset import QP, Charset
 from email.generator import BytesGenerator
@@ -80,7 +81,10 @@ def build_email(outgoing: Outgoing, *, mail_from: str, domain: str) -> BuiltEmai
     parts = outgoing.content.parts
     body: Message
     if "html" in parts:
-        body = MIMEMultipart("alternative")
+        # A boundary of 128 random bits cannot occur in the parts by chance, and nobody can put it
+        # there on purpose; without one, the generator makes its own and searches every part for
+        # it with a freshly compiled pattern (issue 11: a tenth of the workers' CPU per e-mail).
+        body = MIMEMultipart("alternative", boundary=f"=_{secrets.token_hex(16)}")
         body.attach(_text_part(parts["text"] + "\n", "plain"))
         body.attach(_text_part(parts["html"] + "\n", "html"))
     else:
