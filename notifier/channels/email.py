@@ -49,7 +49,30 @@ def message_id_for(notification_id: str, domain: str) -> str:
 UTF8_QP = Charset("utf-8")
 UTF8_QP.header_encoding = QP
 UTF8_QP.body_encoding = QP
-WIRE_POLICY = compat32.clone(linesep="\r\n")
+
+
+class _WirePolicy(type(compat32)):  # type: ignore[misc]  # compat32's class, not importable publicly
+    """compat32 with a short cut: a header that fits on its line, printable ASCII, is written as is.
+
+    compat32 sends every header through ``email.header.Header``, which hands such a header back
+    unchanged; going through it was half of building an e-mail (issue 11). Anything else (a long
+    value to fold, a non-ASCII one) takes compat32's way. ``tests/unit/test_email_wire.py``
+    compares both ways byte for byte.
+    """
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        if (
+            isinstance(value, str)
+            and value.isascii()
+            and value.isprintable()  # no control character: nothing Header would split a line at
+            and len(name) + 2 + len(value) <= self.max_line_length
+        ):
+            return f"{name}: {value}{self.linesep}".encode("ascii")
+        folded: bytes = super().fold_binary(name, value)
+        return folded
+
+
+WIRE_POLICY = _WirePolicy(linesep="\r\n")
 # RFC 5321: a line of at most 998 characters; a longer one goes quoted-printable (which wraps).
 MAX_7BIT_LINE = 998
 
