@@ -75,14 +75,13 @@ CLAIM_BATCH_SQL = """
         WHERE published_at IS NULL
         ORDER BY id
         LIMIT $2
-    ), heads AS MATERIALIZED (
-        SELECT DISTINCT ON (aggregate_id) id FROM oldest ORDER BY aggregate_id, id
     )
     SELECT e.id, e.event_type, e.payload::text AS payload, e.published_at,
-           (SELECT count(*) FROM oldest) > (SELECT count(*) FROM heads)
-               OR (SELECT count(*) FROM oldest) = $2 AS more
+           (SELECT count(*) > count(DISTINCT aggregate_id) OR count(*) = $2 FROM oldest) AS more
     FROM outbox_events e
-    WHERE e.id = ANY (ARRAY(SELECT id FROM heads))
+    WHERE e.id = ANY (ARRAY(
+        SELECT DISTINCT ON (aggregate_id) id FROM oldest ORDER BY aggregate_id, id
+    ))
     ORDER BY e.id
     LIMIT $1
     FOR UPDATE OF e SKIP LOCKED
