@@ -9,7 +9,9 @@ that environment and runs Dramatiq's command line in-process (``dramatiq workers
 ECS logging, so the master's own lines are JSON with ``service.name`` like its workers'. Metrics
 are served on ``WORKERS_METRICS_PORT`` (default 9191) at ``HTTP_HOST``.
 
-Options are passed on, e.g. ``python -m workers --processes 2 --threads 8``.
+Options are Dramatiq's, e.g. ``python -m workers --processes 2 --threads 8``. With
+``--processes 1`` the worker runs in this process, without Dramatiq's master and its metrics
+fork (``workers/inprocess.py``).
 """
 
 from __future__ import annotations
@@ -50,10 +52,13 @@ def run_dramatiq(settings: WorkerSettings, args: list[str]) -> int:
     from dramatiq.cli import make_argument_parser
 
     from common.logging import configure_logging
+    from workers.inprocess import run_in_process
 
     # Dramatiq's own logging setup would replace ours with its text format.
     configure_logging("workers", settings.log_level, settings.log_format)
     parsed = make_argument_parser().parse_args(["workers.app", *args, "--skip-logging"])  # type: ignore[no-untyped-call]
+    if parsed.processes == 1:
+        return run_in_process(settings, parsed)
     return int(dramatiq_main(parsed) or 0)  # type: ignore[no-untyped-call]
 
 

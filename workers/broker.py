@@ -108,8 +108,9 @@ def build_broker(settings: WorkerSettings) -> QuorumRabbitmqBroker:
         WorkerResources(settings),
     ]
     if settings.workers_metrics_enabled:
-        # Its exposition server (a fork of the dramatiq CLI) reads PROMETHEUS_MULTIPROC_DIR;
-        # ``python -m workers`` prepares that directory, see workers/__main__.py.
+        # Its exposition server (a fork of the dramatiq CLI, or with --processes 1 a thread of
+        # workers/inprocess.py) reads PROMETHEUS_MULTIPROC_DIR; ``python -m workers`` prepares
+        # that directory, see workers/__main__.py.
         middleware.insert(0, Prometheus())
     return QuorumRabbitmqBroker(url=broker_url(settings), confirm_delivery=True, middleware=middleware)
 

@@ -53,19 +53,35 @@ def _start_time(pid: int) -> int:
         return 0
 
 
+def _runs_its_own_worker(pid: int) -> bool:
+    # ``--processes 1`` runs the worker in the supervised process itself (workers/inprocess.py).
+    return " --processes 1 " in f"{_cmdline(pid)} "
+
+
 def worker_pids() -> tuple[int | None, list[int]]:
-    """(Dramatiq's main ``python -m workers`` process, its worker processes)."""
+    """(the ``python -m workers`` process the supervisor started, the processes running actors).
+
+    With ``--processes 1`` both are that one process; with more, Dramatiq's main process and its
+    worker processes.
+    """
     candidates = []
     for entry in os.listdir("/proc"):
         if entry.isdigit() and "-m workers" in _cmdline(int(entry)):
             candidates.append(int(entry))
     parents = {pid: _parent(pid) for pid in candidates}
     # A worker process orphaned by a killed main has no parent among them either; the main is
-    # the one with worker processes of its own (the newest, if an old one lingers).
-    mains = [pid for pid in candidates if parents[pid] not in candidates and pid in parents.values()]
+    # the one with worker processes of its own or running its own (the newest, if an old one
+    # lingers).
+    mains = [
+        pid
+        for pid in candidates
+        if parents[pid] not in candidates and (pid in parents.values() or _runs_its_own_worker(pid))
+    ]
     if not mains:
         return None, []
     main = max(mains, key=_start_time)
+    if _runs_its_own_worker(main):
+        return main, [main]
     children = [pid for pid in candidates if parents[pid] == main]
     return main, children
 

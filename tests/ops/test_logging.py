@@ -11,6 +11,7 @@ import json
 import logging
 import multiprocessing
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -162,7 +163,7 @@ def test_the_workers_master_logs_ecs_json_too() -> None:
     # A pid file it cannot write: Dramatiq's master logs a critical line and exits before it
     # starts any worker (no broker needed). Its own lines used to be Dramatiq's text format.
     result = subprocess.run(
-        [sys.executable, "-m", "workers", "--processes", "1", "--pid-file", "/nonexistent/dir/workers.pid"],
+        [sys.executable, "-m", "workers", "--processes", "2", "--pid-file", "/nonexistent/dir/workers.pid"],
         cwd=ROOT,
         env={**os.environ, "LOG_FORMAT": "json", "PROMETHEUS_MULTIPROC_DIR": ""},
         capture_output=True,
@@ -175,6 +176,53 @@ def test_the_workers_master_logs_ecs_json_too() -> None:
     assert logged, result.stderr
     assert all(line["service"]["name"] == "workers" for line in logged)
     assert any("PID file" in line["message"] and line["log.level"] == "critical" for line in logged)
+
+
+def test_one_worker_process_refuses_the_masters_options_in_ecs_json(tmp_path: Path) -> None:
+    # --processes 1 runs the worker in this process: there is no master to write a pid file.
+    result = subprocess.run(
+        [sys.executable, "-m", "workers", "--processes", "1", "--pid-file", str(tmp_path / "workers.pid")],
+        cwd=ROOT,
+        env={**os.environ, "LOG_FORMAT": "json", "PROMETHEUS_MULTIPROC_DIR": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    logged = [json.loads(line) for line in result.stdout.splitlines()]
+    refusal = [line for line in logged if line["message"] == "workers_option_needs_master"]
+    assert refusal, logged
+    assert refusal[0]["options"] == ["--pid-file"]
+    assert not (tmp_path / "workers.pid").exists()
+    assert all(line["service"]["name"] == "workers" for line in logged)
+
+
+def test_one_worker_process_ends_at_once_when_its_metrics_port_is_taken() -> None:
+    # Another copy still running: it must not consume beside it, nor hang on its threads.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "workers", "--processes", "1"],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "LOG_FORMAT": "json",
+                "PROMETHEUS_MULTIPROC_DIR": "",
+                "HTTP_HOST": "127.0.0.1",
+                "WORKERS_METRICS_PORT": str(port),
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert result.returncode == 3, result.stderr
+    logged = [json.loads(line) for line in result.stdout.splitlines()]
+    refusals = [line for line in logged if line["message"] == "workers_metrics_port_unavailable"]
+    assert [line["port"] for line in refusals] == [port]
 
 
 @pytest.mark.parametrize("tool", ["alert_sink", "smtp_sink", "fake_provider"])

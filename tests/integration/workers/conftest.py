@@ -130,7 +130,7 @@ async def start_worker(worker_env: dict[str, str]) -> AsyncIterator[StartWorker]
 class WorkerProcess:
     """``python -m workers`` as deploy.sh runs it, in its own process group."""
 
-    def __init__(self, env: dict[str, str], tmp_path: Path) -> None:
+    def __init__(self, env: dict[str, str], tmp_path: Path, processes: int = 1) -> None:
         self.metrics_port = free_port()
         self.log = tmp_path / f"worker-{self.metrics_port}.log"
         full_env = {
@@ -141,7 +141,7 @@ class WorkerProcess:
         }
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "workers", "--processes", "1", "--threads", "2"],
+                [sys.executable, "-m", "workers", "--processes", str(processes), "--threads", "2"],
                 cwd=ROOT,
                 env=full_env,
                 stdout=log,
@@ -165,11 +165,12 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def worker_process(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[], WorkerProcess]]:
+def worker_process(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """``--processes 1`` runs the worker in that process; more, Dramatiq's master and its forks."""
     started: list[WorkerProcess] = []
 
-    def start() -> WorkerProcess:
-        process = WorkerProcess(worker_env, tmp_path)
+    def start(processes: int = 1) -> WorkerProcess:
+        process = WorkerProcess(worker_env, tmp_path, processes)
         started.append(process)
         return process
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import aiohttp
 import asyncpg
+import pytest
 
 from notifier import repository
 from notifier.fanout import fan_out
@@ -70,14 +71,16 @@ async def test_a_worker_killed_mid_delivery_still_delivers_once_after_restart(
     assert second.wait() == 0, second.output()
 
 
+@pytest.mark.parametrize("processes", [1, 2])
 async def test_sigterm_finishes_the_message_in_hand(
     pool: asyncpg.Pool,
     smtp: SmtpServer,
     rabbitmq_vhost: str,
-    worker_process: Callable[[], WorkerProcess],
+    worker_process: Callable[..., WorkerProcess],
+    processes: int,
 ) -> None:
     smtp.handler.delay_s = 1.5  # slow, but it accepts
-    worker = worker_process()
+    worker = worker_process(processes)
     notification_id = await queue_welcome_email(pool, rabbitmq_vhost)
     await wait_until(lambda: smtp.handler.data_commands >= 1, timeout_s=30)
 
@@ -90,13 +93,15 @@ async def test_sigterm_finishes_the_message_in_hand(
     assert "worker_resources_closed" in worker.output()
 
 
+@pytest.mark.parametrize("processes", [1, 2])
 async def test_metrics_are_served_for_all_worker_processes(
     pool: asyncpg.Pool,
     smtp: SmtpServer,
     rabbitmq_vhost: str,
-    worker_process: Callable[[], WorkerProcess],
+    worker_process: Callable[..., WorkerProcess],
+    processes: int,
 ) -> None:
-    worker = worker_process()
+    worker = worker_process(processes)
     notification_id = await queue_welcome_email(pool, rabbitmq_vhost)
     await wait_for_status(pool, notification_id, "sent")
 
