@@ -19,11 +19,13 @@ import importlib
 import os
 import signal
 import threading
+from socketserver import ThreadingMixIn
 from types import FrameType
-from wsgiref.simple_server import WSGIServer
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import structlog
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from workers.settings import WorkerSettings
@@ -49,13 +51,24 @@ def master_only_options(args: argparse.Namespace) -> list[str]:
     return [flag for dest, flag in MASTER_ONLY.items() if getattr(args, dest, None)]
 
 
-def serve_metrics(settings: WorkerSettings) -> WSGIServer:
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """A scrape is not worth a log line."""
+
+
+class _MetricsServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def bind_metrics(settings: WorkerSettings) -> WSGIServer:
     # Every process of this worker writes its metrics to PROMETHEUS_MULTIPROC_DIR (Dramatiq's
     # middleware and ours); the collector reads them all on each scrape.
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    server, _ = start_http_server(settings.workers_metrics_port, settings.http_host, registry=registry)
-    return server
+    app = make_wsgi_app(registry)
+    return make_server(
+        settings.http_host, settings.workers_metrics_port, app, _MetricsServer, handler_class=_QuietHandler
+    )
 
 
 def run_in_process(settings: WorkerSettings, args: argparse.Namespace) -> int:
@@ -82,8 +95,9 @@ def run_in_process(settings: WorkerSettings, args: argparse.Namespace) -> int:
         signal.signal(signum, on_signal)
 
     try:
-        # First, before any thread is started: a port taken (another copy running) ends it here.
-        server = serve_metrics(settings)
+        # Bound first, before any thread is started: a port taken (another copy running) ends it
+        # here. Served once the worker runs: deploy.sh and the fault suite read that as ready.
+        server = bind_metrics(settings)
     except OSError as exc:
         log.error("workers_metrics_port_unavailable", port=settings.workers_metrics_port, error=str(exc))
         return RET_CONNECT
@@ -96,17 +110,19 @@ def run_in_process(settings: WorkerSettings, args: argparse.Namespace) -> int:
         worker.start()
     except ImportError:
         log.exception("workers_import_failed")
-        server.shutdown()
+        server.server_close()
         return RET_USAGE
     except BrokerConnectionError:
         log.exception("workers_broker_connection_failed")
-        server.shutdown()
+        server.server_close()
         return RET_CONNECT
 
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     log.info("workers_ready", threads=args.threads, metrics_port=settings.workers_metrics_port)
     while not stopping.wait(1):
         pass
     worker.stop(timeout=args.worker_shutdown_timeout)
     broker.close()
     server.shutdown()
+    server.server_close()
     return RET_OK

@@ -48,6 +48,7 @@ PORTS = {
     "notifier_1": int(ENV("NOTIFIER_PORT", "8083")),
 }
 WORKER_PROCESSES = int(ENV("WORKER_PROCESSES", "1"))
+WORKERS_METRICS_PORT = int(ENV("WORKERS_METRICS_PORT", "9191"))
 LOG_DIR = Path(ENV("LOG_DIR", str(Path(__file__).resolve().parents[2] / "var" / "log")))
 PRE_S, RECOVERY_TIMEOUT_S, DRAIN_TIMEOUT_S = 3.0, 60.0, 45.0
 # New orders a second, all clients together: below what the workers deliver on a
@@ -82,7 +83,8 @@ async def all_ready(session: aiohttp.ClientSession) -> bool:
         *(stack.ready(session, f"http://127.0.0.1:{port}/health/ready") for port in PORTS.values())
     )
     main, children = stack.worker_pids()
-    return all(results) and main is not None and len(children) >= WORKER_PROCESSES
+    workers_serve = await stack.ready(session, f"http://127.0.0.1:{WORKERS_METRICS_PORT}/")
+    return all(results) and main is not None and len(children) >= WORKER_PROCESSES and workers_serve
 
 
 async def _process_back(session: aiohttp.ClientSession, name: str, old_pid: int | None) -> bool:
@@ -92,6 +94,8 @@ async def _process_back(session: aiohttp.ClientSession, name: str, old_pid: int 
             main is not None
             and len(children) >= WORKER_PROCESSES
             and (old_pid is None or old_pid not in children)
+            # A worker running in its own process serves its metrics once it consumes.
+            and await stack.ready(session, f"http://127.0.0.1:{WORKERS_METRICS_PORT}/")
         )
     pid = stack.pid_on_port(PORTS[name])
     return (
