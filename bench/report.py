@@ -166,13 +166,19 @@ def plots(results: dict[str, Any], folder: Path) -> list[Path]:
         components = sorted({name for _, parts in bars for name in parts})
         fig, ax = plt.subplots(figsize=(7, 4.5))
         bottoms = [0.0] * len(bars)
-        for name in components:
+        # Fifteen components: the default cycle of ten colours would give two of them one colour.
+        palette = plt.get_cmap("tab20")
+        colours = [palette(i) for i in range(palette.N)]
+        for index, name in enumerate(components):
             values = [parts.get(name, 0.0) for _, parts in bars]
-            ax.bar([label for label, _ in bars], values, bottom=bottoms, label=name)
+            colour = colours[index % len(colours)]
+            ax.bar([label for label, _ in bars], values, bottom=bottoms, label=name, color=colour)
             bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
         ax.set(ylabel="CPU ms per fully processed order")
         ax.set_title("Box CPU per order by component (idle subtracted)")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+        handles, labels = ax.get_legend_handles_labels()
+        # Listed top to bottom, as the bars are stacked.
+        ax.legend(handles[::-1], labels[::-1], fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
         fig.tight_layout()
         path = folder / "cpu_per_order.png"
         fig.savefig(path, dpi=110)
