@@ -19,22 +19,22 @@ import importlib
 import os
 import signal
 import threading
-from socketserver import ThreadingMixIn
 from types import FrameType
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import structlog
+
+# Imported only by workers/__main__.py after its re-exec: prometheus_client sees the prepared
+# PROMETHEUS_MULTIPROC_DIR. Dramatiq's exit codes, so the supervisor sees what the master gives.
+from dramatiq import Worker
+from dramatiq.cli import RET_CONNECT, RET_IMPORT, RET_KILLED, RET_OK, import_broker
+from dramatiq.errors import BrokerConnectionError
 from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from workers.settings import WorkerSettings
-
-# Dramatiq's exit codes (dramatiq.cli), so the supervisor sees what it would see from the master.
-RET_OK = 0
-RET_KILLED = 1
-RET_USAGE = 2
-RET_CONNECT = 3
 
 MASTER_ONLY = {
     "pid_file": "--pid-file",
@@ -56,31 +56,21 @@ class _QuietHandler(WSGIRequestHandler):
         """A scrape is not worth a log line."""
 
 
-class _MetricsServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
 def bind_metrics(settings: WorkerSettings) -> WSGIServer:
     # Every process of this worker writes its metrics to PROMETHEUS_MULTIPROC_DIR (Dramatiq's
     # middleware and ours); the collector reads them all on each scrape.
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     app = make_wsgi_app(registry)
-    return make_server(
-        settings.http_host, settings.workers_metrics_port, app, _MetricsServer, handler_class=_QuietHandler
-    )
+    address = (settings.http_host, settings.workers_metrics_port)
+    return make_server(*address, app, ThreadingWSGIServer, handler_class=_QuietHandler)
 
 
 def run_in_process(settings: WorkerSettings, args: argparse.Namespace) -> int:
     refused = master_only_options(args)
     if refused:
         log.error("workers_option_needs_master", options=refused, hint="use --processes 2 or more")
-        return RET_USAGE
-
-    # Imported here: prometheus_client must already see the prepared environment (see __main__).
-    from dramatiq import Worker
-    from dramatiq.cli import import_broker
-    from dramatiq.errors import BrokerConnectionError
+        return RET_IMPORT
 
     stopping = threading.Event()
 
@@ -111,7 +101,7 @@ def run_in_process(settings: WorkerSettings, args: argparse.Namespace) -> int:
     except ImportError:
         log.exception("workers_import_failed")
         server.server_close()
-        return RET_USAGE
+        return RET_IMPORT
     except BrokerConnectionError:
         log.exception("workers_broker_connection_failed")
         server.server_close()

@@ -159,43 +159,39 @@ def test_console_lines_name_the_service_too(stream: Recorder) -> None:
     assert all("service.name=user_api" in line for line in written), written
 
 
-def test_the_workers_master_logs_ecs_json_too() -> None:
-    # A pid file it cannot write: Dramatiq's master logs a critical line and exits before it
-    # starts any worker (no broker needed). Its own lines used to be Dramatiq's text format.
+def run_workers(*args: str, **env: str) -> tuple[int, list[dict[str, Any]]]:
+    """``python -m workers ARGS`` with JSON logs: its exit code and its log lines."""
     result = subprocess.run(
-        [sys.executable, "-m", "workers", "--processes", "2", "--pid-file", "/nonexistent/dir/workers.pid"],
+        [sys.executable, "-m", "workers", *args],
         cwd=ROOT,
-        env={**os.environ, "LOG_FORMAT": "json", "PROMETHEUS_MULTIPROC_DIR": ""},
+        env={**os.environ, "LOG_FORMAT": "json", "PROMETHEUS_MULTIPROC_DIR": "", **env},
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
-    assert result.returncode != 0
     logged = [json.loads(line) for line in result.stdout.splitlines()]
     assert logged, result.stderr
     assert all(line["service"]["name"] == "workers" for line in logged)
+    return result.returncode, logged
+
+
+def test_the_workers_master_logs_ecs_json_too() -> None:
+    # A pid file it cannot write: Dramatiq's master logs a critical line and exits before it
+    # starts any worker (no broker needed). Its own lines used to be Dramatiq's text format.
+    returncode, logged = run_workers("--processes", "2", "--pid-file", "/nonexistent/dir/workers.pid")
+    assert returncode != 0
     assert any("PID file" in line["message"] and line["log.level"] == "critical" for line in logged)
 
 
 def test_one_worker_process_refuses_the_masters_options_in_ecs_json(tmp_path: Path) -> None:
     # --processes 1 runs the worker in this process: there is no master to write a pid file.
-    result = subprocess.run(
-        [sys.executable, "-m", "workers", "--processes", "1", "--pid-file", str(tmp_path / "workers.pid")],
-        cwd=ROOT,
-        env={**os.environ, "LOG_FORMAT": "json", "PROMETHEUS_MULTIPROC_DIR": ""},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 2, result.stderr
-    logged = [json.loads(line) for line in result.stdout.splitlines()]
+    returncode, logged = run_workers("--processes", "1", "--pid-file", str(tmp_path / "workers.pid"))
+    assert returncode == 2
     refusal = [line for line in logged if line["message"] == "workers_option_needs_master"]
     assert refusal, logged
     assert refusal[0]["options"] == ["--pid-file"]
     assert not (tmp_path / "workers.pid").exists()
-    assert all(line["service"]["name"] == "workers" for line in logged)
 
 
 def test_one_worker_process_ends_at_once_when_its_metrics_port_is_taken() -> None:
@@ -204,23 +200,10 @@ def test_one_worker_process_ends_at_once_when_its_metrics_port_is_taken() -> Non
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "workers", "--processes", "1"],
-            cwd=ROOT,
-            env={
-                **os.environ,
-                "LOG_FORMAT": "json",
-                "PROMETHEUS_MULTIPROC_DIR": "",
-                "HTTP_HOST": "127.0.0.1",
-                "WORKERS_METRICS_PORT": str(port),
-            },
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        returncode, logged = run_workers(
+            "--processes", "1", HTTP_HOST="127.0.0.1", WORKERS_METRICS_PORT=str(port)
         )
-    assert result.returncode == 3, result.stderr
-    logged = [json.loads(line) for line in result.stdout.splitlines()]
+    assert returncode == 3
     refusals = [line for line in logged if line["message"] == "workers_metrics_port_unavailable"]
     assert [line["port"] for line in refusals] == [port]
 
