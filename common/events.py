@@ -84,10 +84,12 @@ FAN_OUT_NOTIFICATIONS = Route("notifications", "notifications.fanout")
 DELIVER_NOTIFICATION = Route("notifications", "notifications.deliver")
 ALL_ROUTES = (PROCESS_ORDER, FAN_OUT_NOTIFICATIONS, DELIVER_NOTIFICATION)
 
-# Which actors an event goes to (the outbox relay's table).
+# Which actors an event goes to (the outbox relay's table). ``orders.process`` fans out the
+# notifications of its ``order.created`` itself, once the order is processed: a second message
+# for the same event cost the relay a publish, RabbitMQ a message and the workers a run (issue 11).
 ROUTES: dict[str, tuple[Route, ...]] = {
     USER_REGISTERED: (FAN_OUT_NOTIFICATIONS,),
-    ORDER_CREATED: (PROCESS_ORDER, FAN_OUT_NOTIFICATIONS),
+    ORDER_CREATED: (PROCESS_ORDER,),
     ORDER_STATUS_CHANGED: (FAN_OUT_NOTIFICATIONS,),
     ORDER_CANCELLED: (FAN_OUT_NOTIFICATIONS,),
 }

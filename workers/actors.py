@@ -27,10 +27,12 @@ from workers.resources import resources
 log = structlog.get_logger(__name__)
 
 
-# A malformed event (ValueError) or an order that does not exist (NotFound) cannot get better by
-# retrying: straight to the dead-letter queue, where an operator can look at it.
+# A malformed event (ValueError, InvalidEvent) or an order that does not exist (NotFound) cannot
+# get better by retrying: straight to the dead-letter queue, where an operator can look at it.
 @dramatiq.actor(
-    actor_name=PROCESS_ORDER.actor_name, queue_name=PROCESS_ORDER.queue_name, throws=(ValueError, NotFound)
+    actor_name=PROCESS_ORDER.actor_name,
+    queue_name=PROCESS_ORDER.queue_name,
+    throws=(ValueError, NotFound, InvalidEvent),
 )
 async def process_order(event: dict[str, Any]) -> None:
     # Each actor runs as its own task, so the binding stays with this message.
@@ -40,6 +42,10 @@ async def process_order(event: dict[str, Any]) -> None:
         current.orders_pool, event, max_order_total=current.settings.max_order_total
     )
     log.info("order_processed", event_id=event.get("event_id"), outcome=outcome)
+    # The order.created notifications (common.events.ROUTES: this is their only message). After
+    # the order's commit, so the notifications database being away delays the e-mail, never the
+    # order; a retry finds the order processed and only fans out again (both are idempotent).
+    await fan_out(current.notifications_pool, event, dispatch=_first_attempt)
 
 
 # An event that breaks the contract goes straight to the dead-letter queue for a human: retrying

@@ -121,8 +121,8 @@ async def test_an_order_over_the_limit_is_rejected(
     assert "1200.00 EUR exceeds the limit of 1000.00" in history[-1]["reason"]
 
 
-async def test_a_redelivered_order_created_changes_nothing_twice(
-    start_worker: StartWorker, orders_pool: asyncpg.Pool
+async def test_a_redelivered_order_created_changes_nothing_twice_and_emails_once(
+    start_worker: StartWorker, orders_pool: asyncpg.Pool, pool: asyncpg.Pool, smtp: SmtpServer
 ) -> None:
     broker = await start_worker()
     created = await place_order(orders_pool, contact(), unit_price="5.00")
@@ -139,6 +139,28 @@ async def test_a_redelivered_order_created_changes_nothing_twice(
         "CONFIRMED",
     ]
     assert len(await outbox_events(orders_pool, order_id, ORDER_STATUS_CHANGED)) == 1
+    # orders.process fans out the order.created notifications: one email, however many runs.
+    await wait_for_status(pool, notification_id_for(created["event_id"], "email"), "sent")
+    assert [m["Subject"] for m in smtp.handler.messages] == [f"We received your order {order_id}"]
+
+
+async def test_an_order_whose_event_breaks_the_notifications_contract_is_processed_then_dead_lettered(
+    start_worker: StartWorker, orders_pool: asyncpg.Pool, dead_letters: DeadLetterQueues
+) -> None:
+    broker = await start_worker()
+    created = await place_order(orders_pool, contact(), unit_price="5.00")
+    order_id = created["data"]["order"]["id"]
+    created["data"]["user"] = {"id": "not a contact"}  # a producer bug, not the order's fault
+
+    await publish(broker, relay_message(created, PROCESS_ORDER))
+
+    # The order goes on (its own transaction came first); the fan-out cannot, and retrying
+    # would not help: straight to orders.XQ for an operator.
+    await wait_for_order_status(orders_pool, order_id, "CONFIRMED")
+    [letter] = await wait_until(lambda: asyncio.to_thread(dead_letters.list))
+    assert letter.queue == "orders.XQ"
+    assert letter.message is not None
+    assert (letter.message.actor_name, "retries" in letter.message.options) == ("orders.process", False)
 
 
 async def test_an_order_event_for_no_known_order_is_dead_lettered_untried(
