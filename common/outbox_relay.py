@@ -126,6 +126,7 @@ class OutboxRelay:
         batch_size: int = 100,
         poll_interval_s: float = 2.0,
         max_backoff_s: float = 30.0,
+        linger_s: float = 0.0,
     ) -> None:
         self._pool = pool
         self._publisher = publisher
@@ -133,6 +134,7 @@ class OutboxRelay:
         self._listen_dsn = listen_dsn
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
+        self._linger_s = linger_s
         self._backoff = Backoff(max_s=max_backoff_s)
         self._wakeup = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
@@ -240,6 +242,8 @@ class OutboxRelay:
     async def _wait_for_work(self, timeout_s: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout=timeout_s)
+            if self._linger_s > 0 and not self._stopping.is_set():
+                await asyncio.sleep(self._linger_s)  # woken by a NOTIFY: let the next ones come
 
     async def run(self) -> None:
         log.info("outbox_relay_started", batch_size=self._batch_size, poll_interval_s=self._poll_interval_s)
@@ -263,9 +267,11 @@ class OutboxRelay:
             self._backoff.reset()
             if published:
                 log.info("outbox_events_published", count=published)
-            # The backlog gauges at most once a second: under load a pass comes with each order.
+            # The backlog gauges at most once a second: under load a pass comes with each order,
+            # and so does an empty one of the relay that lost the race for the batch. Idle, a
+            # pass comes every poll interval and refreshes them.
             now = asyncio.get_running_loop().time()
-            if not published or now - self._metrics_at >= METRICS_INTERVAL_S:
+            if now - self._metrics_at >= METRICS_INTERVAL_S:
                 self._metrics_at = now
                 await self.refresh_metrics()
             await self._wait_for_work(self._poll_interval_s)

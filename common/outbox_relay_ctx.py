@@ -38,6 +38,7 @@ def outbox_relay_ctx(settings: RelaySettings, *, listen_dsn: str) -> CleanupCtx:
             listen_dsn=listen_dsn,
             batch_size=settings.outbox_batch_size,
             poll_interval_s=settings.outbox_poll_interval_s,
+            linger_s=settings.outbox_linger_ms / 1000,
             max_backoff_s=settings.outbox_max_backoff_s,
         )
         relay.start()

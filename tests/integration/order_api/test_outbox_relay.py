@@ -219,6 +219,48 @@ async def test_two_relays_publish_every_event_once_and_in_order_per_aggregate(
     assert all(count > 0 for count in published), published  # both relays really worked
 
 
+async def test_after_a_notify_the_relay_lingers_and_one_pass_takes_the_events_committed_meanwhile(
+    client: CheckedClient,
+    reader: QueueReader,
+    orders_vhost: str,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool = client.app[PG_POOL]
+    # Woken only by NOTIFY (the poll is a minute away); the linger is long enough to be sure.
+    relay = _relay(
+        pool, orders_vhost, pg_dsn(settings.order_db_name), "t_linger", poll_interval_s=60, linger_s=0.5
+    )
+    published_per_pass: list[int] = []
+    publish_batch = relay._publish_batch
+
+    async def counted() -> tuple[int, bool, AmqpUnavailable | None]:
+        result = await publish_batch()
+        published_per_pass.append(result[0])
+        return result
+
+    async def started() -> bool:
+        return bool(published_per_pass)  # the start-up pass is behind it
+
+    monkeypatch.setattr(relay, "_publish_batch", counted)
+    relay.start()
+    try:
+        await eventually(started, timeout_s=10)
+        event_ids = []
+        for seq in range(5):  # five commits, five NOTIFYs, 50 ms apart
+            async with pool.acquire() as conn, conn.transaction():
+                event = await add_event(
+                    conn, ORDER_STATUS_CHANGED, f"linger-{seq}", {"seq": seq}, producer="t"
+                )
+            event_ids.append(event["event_id"])
+            await asyncio.sleep(0.05)
+        await reader.wait_for("notifications", 5, timeout_s=10)
+    finally:
+        await relay.stop()
+    assert sorted(reader.event_ids("notifications")) == sorted(event_ids)
+    assert [n for n in published_per_pass if n] == [5], published_per_pass
+
+
 def _rows_read(plan: dict[str, Any], relation: str) -> int:
     """Rows that the plan's scans of ``relation`` returned, over all their loops."""
     own = plan["Actual Rows"] * plan["Actual Loops"] if plan.get("Relation Name") == relation else 0
