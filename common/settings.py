@@ -140,7 +140,7 @@ class OutboxSettings(BaseSettings):
     # After a NOTIFY, wait this long before the pass, so that it takes the events committed
     # meanwhile: under load a pass per NOTIFY published one event for a claim, a mark and a
     # transaction of its own (issue 11). It delays the event, never the request that wrote it.
-    outbox_linger_ms: float = Field(default=5.0, ge=0, le=1000)
+    outbox_linger_ms: float = Field(default=20.0, ge=0, le=1000)
     # Longest wait between attempts to reach RabbitMQ while it is down.
     outbox_max_backoff_s: float = Field(default=30.0, gt=0, le=600)
 
