@@ -63,15 +63,22 @@ class DeliveryDeps:
     lease_s: float
 
 
-async def deliver(deps: DeliveryDeps, notification_id: str, *, replay: bool = False) -> str:
+async def deliver(
+    deps: DeliveryDeps,
+    notification_id: str,
+    *,
+    replay: bool = False,
+    claimed: asyncpg.Record | None = None,
+) -> str:
     """Deliver once; return the resulting status ("sent", "failed", "held") or why nothing was done.
 
+    ``claimed``: the row, claimed already (the fan-out inserts its new rows claimed).
     Raises ``TransientFailure`` after recording a retryable failure (the caller retries later),
     ``NotificationBusy`` while another attempt holds the lease, ``NotificationDead`` for a dead
     row outside a replay.
     """
     bound = log.bind(notification_id=notification_id)
-    row = await _claim(deps, notification_id, replay=replay)
+    row = claimed if claimed is not None else await _claim(deps, notification_id, replay=replay)
     if row is None:
         existing = await repository.get_notification(deps.pool, notification_id)
         if existing is not None and existing["status"] == "held" and deps.renderer.reload().loaded:
@@ -253,7 +260,12 @@ class Defer(Protocol):
 
 
 async def first_attempt(
-    deps: DeliveryDeps, notification_id: str, trace_id: str | None, *, defer: Defer
+    deps: DeliveryDeps,
+    notification_id: str,
+    trace_id: str | None,
+    *,
+    defer: Defer,
+    claimed: asyncpg.Record | None = None,
 ) -> str:
     """Deliver a notification the fan-out just created, in the fan-out's own run.
 
@@ -264,7 +276,7 @@ async def first_attempt(
     failed attempt counts as the message's first try, so the retry budget is the same.
     """
     try:
-        return await deliver(deps, notification_id)
+        return await deliver(deps, notification_id, claimed=claimed)
     except PERMANENT:
         log.info("notification_already_dead", notification_id=notification_id)
         return "dead"

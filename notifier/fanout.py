@@ -8,12 +8,16 @@ harmless (the claim lets only one through, and a busy row is looked at again aft
 
 ``dispatch`` is the host's choice: the workers attempt the delivery inline and publish a deliver
 message only when it has to wait (``notifier.delivery.first_attempt``); a plain enqueue works too.
+A host that attempts at once passes ``first_attempts`` as well: the insert then claims the new
+rows for that attempt, and each claimed row goes to it (no claim of its own).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import structlog
@@ -35,6 +39,14 @@ FANOUT_EVENT_TYPES = frozenset({USER_REGISTERED, ORDER_CREATED, ORDER_STATUS_CHA
 UNFINISHED = frozenset({"queued", "sending"})
 # Hand a notification to delivery: (notification id, trace id).
 Dispatch = Callable[[str, str | None], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class FirstAttempts:
+    """New rows are inserted claimed for ``lease_s`` seconds and handed to ``attempt`` as claimed."""
+
+    lease_s: float
+    attempt: Callable[[asyncpg.Record], Awaitable[object]]
 
 
 class InvalidEvent(ServiceError):
@@ -66,7 +78,9 @@ def parse_event(event: object) -> tuple[Envelope, Contact]:
     return envelope, contact
 
 
-async def fan_out(pool: asyncpg.Pool, event: object, *, dispatch: Dispatch) -> list[str]:
+async def fan_out(
+    pool: asyncpg.Pool, event: object, *, dispatch: Dispatch, first_attempts: FirstAttempts | None = None
+) -> list[str]:
     """Create the event's notifications and dispatch their delivery; return the ids dispatched."""
     envelope, contact = parse_event(event)
     event_id = str(envelope.event_id)
@@ -78,21 +92,33 @@ async def fan_out(pool: asyncpg.Pool, event: object, *, dispatch: Dispatch) -> l
         (notification_id_for(event_id, channel), channel, recipient)
         for channel, recipient in channels_for(contact)
     ]
-    new_ids = await repository.insert_event_notifications(
-        pool,
-        event_id=event_id,
-        event_type=envelope.event_type,
-        user_id=str(contact.id),
-        context=context,
-        trace_id=envelope.trace_id,
-        planned=planned,
-    )
+    rows: dict[str, Any] = {
+        "event_id": event_id,
+        "event_type": envelope.event_type,
+        "user_id": str(contact.id),
+        "context": context,
+        "trace_id": envelope.trace_id,
+        "planned": planned,
+    }
+    claimed: dict[str, asyncpg.Record] = {}
+    if first_attempts is None:
+        new_ids = await repository.insert_event_notifications(pool, **rows)
+    else:
+        inserted = await repository.insert_claimed_event_notifications(
+            pool, **rows, lease_s=first_attempts.lease_s
+        )
+        claimed = {row["id"]: row for row in inserted}
+        new_ids = set(claimed)
     created = [notification_id for notification_id, _, _ in planned if notification_id in new_ids]
     existing = [notification_id for notification_id, _, _ in planned if notification_id not in new_ids]
     # Only a redelivered event has existing rows: look at each (one to three rows, rarely).
     pending = created + [i for i in existing if await _unfinished(pool, i)]
     for notification_id in pending:
-        await dispatch(notification_id, envelope.trace_id)
+        row = claimed.get(notification_id)
+        if first_attempts is not None and row is not None:
+            await first_attempts.attempt(row)
+        else:
+            await dispatch(notification_id, envelope.trace_id)
     log.info(
         "notifications_fanned_out",
         event_id=event_id,

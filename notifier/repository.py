@@ -41,6 +41,20 @@ INSERT_EVENT_NOTIFICATIONS_SQL = """
     RETURNING id::text
 """
 
+# The same, each new row taken for its first attempt in the insert itself (``sending``, attempt
+# 1, a lease of $9 seconds), as the claim would: the workers' fan-out attempts the delivery at
+# once, and the claim that followed the insert was a round trip per notification (issue 11).
+INSERT_CLAIMED_EVENT_NOTIFICATIONS_SQL = f"""
+    INSERT INTO notifications
+        (id, event_id, event_type, template, channel, user_id, recipient, context, trace_id,
+         status, attempts, claimed_at, lease_until)
+    SELECT planned.id, $2, $3, $3, planned.channel, $4, planned.recipient, $5::jsonb, $6,
+           'sending', 1, now(), now() + make_interval(secs => $9::float8)
+    FROM unnest($1::uuid[], $7::text[], $8::text[]) AS planned (id, channel, recipient)
+    ON CONFLICT (event_id, channel) DO NOTHING
+    RETURNING {NOTIFICATION_COLUMNS}
+"""
+
 # Rows a fan-out created but no worker has picked up yet: the ones whose deliver message may
 # have been lost between the insert and the enqueue (a redelivered fan-out enqueues them again).
 UNCLAIMED_FOR_EVENT_SQL = """
@@ -259,9 +273,43 @@ async def insert_event_notifications(
     planned: list[tuple[str, str, str]],
 ) -> set[str]:
     """Insert (notification id, channel, recipient) rows of one event; the ids that were new."""
-    ids, channels, recipients = (list(column) for column in zip(*planned, strict=True))
     rows = await db.fetch(
         INSERT_EVENT_NOTIFICATIONS_SQL,
+        *_event_rows(event_id, event_type, user_id, context, trace_id, planned),
+    )
+    return {row["id"] for row in rows}
+
+
+async def insert_claimed_event_notifications(
+    db: Executor,
+    *,
+    event_id: str,
+    event_type: str,
+    user_id: str,
+    context: dict[str, Any],
+    trace_id: str | None,
+    planned: list[tuple[str, str, str]],
+    lease_s: float,
+) -> list[asyncpg.Record]:
+    """Insert them claimed for a first attempt; the new rows, as ``claim`` returns a row."""
+    rows: list[asyncpg.Record] = await db.fetch(
+        INSERT_CLAIMED_EVENT_NOTIFICATIONS_SQL,
+        *_event_rows(event_id, event_type, user_id, context, trace_id, planned),
+        lease_s,
+    )
+    return rows
+
+
+def _event_rows(
+    event_id: str,
+    event_type: str,
+    user_id: str,
+    context: dict[str, Any],
+    trace_id: str | None,
+    planned: list[tuple[str, str, str]],
+) -> tuple[Any, ...]:
+    ids, channels, recipients = (list(column) for column in zip(*planned, strict=True))
+    return (
         ids,
         event_id,
         event_type,
@@ -271,7 +319,6 @@ async def insert_event_notifications(
         channels,
         recipients,
     )
-    return {row["id"] for row in rows}
 
 
 async def unclaimed_for_event(db: Executor, event_id: str) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import dramatiq
 import structlog
 from dramatiq.middleware import CurrentMessage
@@ -18,7 +19,7 @@ from common.errors import NotFound
 from common.events import DELIVER_NOTIFICATION, FAN_OUT_NOTIFICATIONS, PROCESS_ORDER
 from common.logging import bind_trace_id
 from notifier import delivery
-from notifier.fanout import InvalidEvent, fan_out
+from notifier.fanout import FirstAttempts, InvalidEvent, fan_out
 from order_api.lifecycle import process_order_created
 from workers import app as _app  # noqa: F401 - builds the broker these actors bind to
 from workers.broker import REPLAYS_OPTION, BlamelessRetry
@@ -45,7 +46,7 @@ async def process_order(event: dict[str, Any]) -> None:
     # The order.created notifications (common.events.ROUTES: this is their only message). After
     # the order's commit, so the notifications database being away delays the e-mail, never the
     # order; a retry finds the order processed and only fans out again (both are idempotent).
-    await fan_out(current.notifications_pool, event, dispatch=_first_attempt)
+    await _fan_out(event)
 
 
 # An event that breaks the contract goes straight to the dead-letter queue for a human: retrying
@@ -57,12 +58,25 @@ async def process_order(event: dict[str, Any]) -> None:
 )
 async def fanout(event: dict[str, Any]) -> None:
     bind_trace_id(event.get("trace_id"))
-    # The first delivery attempt is made here (no queue hop); a deliver message only if it waits.
-    await fan_out(resources().notifications_pool, event, dispatch=_first_attempt)
+    await _fan_out(event)
+
+
+async def _fan_out(event: dict[str, Any]) -> None:
+    # The first delivery attempt is made here (no queue hop), on the rows the insert claimed for
+    # it; a deliver message only if it waits.
+    current = resources()
+    attempts = FirstAttempts(current.delivery.lease_s, _first_attempt_claimed)
+    await fan_out(current.notifications_pool, event, dispatch=_first_attempt, first_attempts=attempts)
 
 
 async def _first_attempt(notification_id: str, trace_id: str | None) -> str:
     return await delivery.first_attempt(resources().delivery, notification_id, trace_id, defer=_defer)
+
+
+async def _first_attempt_claimed(row: asyncpg.Record) -> str:
+    return await delivery.first_attempt(
+        resources().delivery, row["id"], row["trace_id"], defer=_defer, claimed=row
+    )
 
 
 async def _defer(notification_id: str, *, trace_id: str | None, delay_ms: int | None, retries: int) -> None:
