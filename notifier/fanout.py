@@ -17,7 +17,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 import structlog
@@ -92,30 +91,25 @@ async def fan_out(
         (notification_id_for(event_id, channel), channel, recipient)
         for channel, recipient in channels_for(contact)
     ]
-    rows: dict[str, Any] = {
-        "event_id": event_id,
-        "event_type": envelope.event_type,
-        "user_id": str(contact.id),
-        "context": context,
-        "trace_id": envelope.trace_id,
-        "planned": planned,
-    }
-    claimed: dict[str, asyncpg.Record] = {}
-    if first_attempts is None:
-        new_ids = await repository.insert_event_notifications(pool, **rows)
-    else:
-        inserted = await repository.insert_claimed_event_notifications(
-            pool, **rows, lease_s=first_attempts.lease_s
-        )
-        claimed = {row["id"]: row for row in inserted}
-        new_ids = set(claimed)
+    inserted = await repository.insert_event_notifications(
+        pool,
+        event_id=event_id,
+        event_type=envelope.event_type,
+        user_id=str(contact.id),
+        context=context,
+        trace_id=envelope.trace_id,
+        planned=planned,
+        claim_lease_s=None if first_attempts is None else first_attempts.lease_s,
+    )
+    new_ids = {row["id"] for row in inserted}
+    claimed = {row["id"]: row for row in inserted} if first_attempts is not None else {}
     created = [notification_id for notification_id, _, _ in planned if notification_id in new_ids]
     existing = [notification_id for notification_id, _, _ in planned if notification_id not in new_ids]
     # Only a redelivered event has existing rows: look at each (one to three rows, rarely).
     pending = created + [i for i in existing if await _unfinished(pool, i)]
     for notification_id in pending:
         row = claimed.get(notification_id)
-        if first_attempts is not None and row is not None:
+        if first_attempts is not None and row is not None:  # claimed by the insert
             await first_attempts.attempt(row)
         else:
             await dispatch(notification_id, envelope.trace_id)

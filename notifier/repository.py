@@ -271,54 +271,21 @@ async def insert_event_notifications(
     context: dict[str, Any],
     trace_id: str | None,
     planned: list[tuple[str, str, str]],
-) -> set[str]:
-    """Insert (notification id, channel, recipient) rows of one event; the ids that were new."""
-    rows = await db.fetch(
-        INSERT_EVENT_NOTIFICATIONS_SQL,
-        *_event_rows(event_id, event_type, user_id, context, trace_id, planned),
-    )
-    return {row["id"] for row in rows}
-
-
-async def insert_claimed_event_notifications(
-    db: Executor,
-    *,
-    event_id: str,
-    event_type: str,
-    user_id: str,
-    context: dict[str, Any],
-    trace_id: str | None,
-    planned: list[tuple[str, str, str]],
-    lease_s: float,
+    claim_lease_s: float | None = None,
 ) -> list[asyncpg.Record]:
-    """Insert them claimed for a first attempt; the new rows, as ``claim`` returns a row."""
-    rows: list[asyncpg.Record] = await db.fetch(
-        INSERT_CLAIMED_EVENT_NOTIFICATIONS_SQL,
-        *_event_rows(event_id, event_type, user_id, context, trace_id, planned),
-        lease_s,
-    )
-    return rows
+    """Insert (notification id, channel, recipient) rows of one event; the rows that were new.
 
-
-def _event_rows(
-    event_id: str,
-    event_type: str,
-    user_id: str,
-    context: dict[str, Any],
-    trace_id: str | None,
-    planned: list[tuple[str, str, str]],
-) -> tuple[Any, ...]:
+    With ``claim_lease_s`` they are inserted claimed for a first attempt and come back whole, as
+    ``claim`` returns a row; without, each comes back as its ``id``.
+    """
     ids, channels, recipients = (list(column) for column in zip(*planned, strict=True))
-    return (
-        ids,
-        event_id,
-        event_type,
-        user_id,
-        json.dumps(context, default=str),
-        trace_id,
-        channels,
-        recipients,
-    )
+    args: list[Any] = [ids, event_id, event_type, user_id, json.dumps(context, default=str), trace_id]
+    args += [channels, recipients]
+    if claim_lease_s is None:
+        rows: list[asyncpg.Record] = await db.fetch(INSERT_EVENT_NOTIFICATIONS_SQL, *args)
+    else:
+        rows = await db.fetch(INSERT_CLAIMED_EVENT_NOTIFICATIONS_SQL, *args, claim_lease_s)
+    return rows
 
 
 async def unclaimed_for_event(db: Executor, event_id: str) -> list[str]:
