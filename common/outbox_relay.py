@@ -66,6 +66,8 @@ METRICS_INTERVAL_S = 1.0
 # is left out by the caller. outbox_events_aggregate_pending_idx is no longer read by this
 # release; the previous one's claim needs it, so it goes in a later contract migration
 # (docs/deployment.md, "Migrations stay compatible with the previous release").
+# A head its producer holds (``common.outbox.add_event``'s ``hold_s``) is left out until its
+# hold is over, and keeps its aggregate's successors back like any other head.
 # ``more``: the window was full, or an aggregate had a successor in it (eligible once this batch
 # commits); with a full batch, another pass is due as well.
 CLAIM_WINDOW_FACTOR = 10
@@ -82,6 +84,7 @@ CLAIM_BATCH_SQL = """
     WHERE e.id = ANY (ARRAY(
         SELECT DISTINCT ON (aggregate_id) id FROM oldest ORDER BY aggregate_id, id
     ))
+      AND (e.held_until IS NULL OR e.held_until <= now())
     ORDER BY e.id
     LIMIT $1
     FOR UPDATE OF e SKIP LOCKED

@@ -11,7 +11,9 @@ event (``order.status_changed``, or ``order.cancelled``) through the outbox.
 
 recorded with ``changed_by = "orders.process"``. Redelivery is harmless: an order that is no
 longer PENDING (already processed, cancelled by its owner, confirmed by an admin) is left alone
-and its current status returned. The limit is one number for every currency: a deliberate
+and its current status returned. With ``hold_s`` the change's event is held in the outbox for
+the caller to hand on (``common.outbox.add_event``), and a redelivery takes over the events an
+earlier run held and died with. The limit is one number for every currency: a deliberate
 simplification, documented in docs/events.md.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -30,7 +33,7 @@ from prometheus_client import Counter
 from common.db import Connection
 from common.errors import Conflict, NotFound
 from common.events import ORDER_CANCELLED, ORDER_CREATED, ORDER_STATUS_CHANGED, PROCESS_ORDER
-from common.outbox import add_event
+from common.outbox import add_event, take_over_held
 from order_api import repository
 from order_api.schemas import ItemOut, OrderOut, OrderStatus
 
@@ -83,6 +86,20 @@ def order_out(row: asyncpg.Record, items: Sequence[asyncpg.Record | Mapping[str,
     )
 
 
+@dataclass(frozen=True)
+class Transition:
+    order: OrderOut
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Processed:
+    """What ``process_order_created`` decided, and the held events its caller is to hand on."""
+
+    status: str
+    held_events: list[dict[str, Any]] = field(default_factory=list)
+
+
 async def apply_transition(
     conn: Connection,
     row: asyncpg.Record,
@@ -91,7 +108,8 @@ async def apply_transition(
     changed_by: str,
     reason: str | None,
     trace_id: str | None = None,
-) -> OrderOut:
+    hold_s: float | None = None,
+) -> Transition:
     """Move a locked order to ``target``, record history, emit the event; Conflict if not allowed."""
     current = OrderStatus(row["status"])
     if target not in TRANSITIONS[current]:
@@ -109,9 +127,11 @@ async def apply_transition(
         "changed_by": changed_by,
     }
     event_type = ORDER_CANCELLED if target is S.CANCELLED else ORDER_STATUS_CHANGED
-    await add_event(conn, event_type, order.id, data, producer=PRODUCER, trace_id=trace_id)
+    event = await add_event(
+        conn, event_type, order.id, data, producer=PRODUCER, trace_id=trace_id, hold_s=hold_s
+    )
     log.info("order_status_changed", **{"order.id": order.id}, from_status=current, to_status=target)
-    return order
+    return Transition(order, event)
 
 
 def _order_id(event: dict[str, Any]) -> str:
@@ -124,9 +144,9 @@ def _order_id(event: dict[str, Any]) -> str:
 
 
 async def process_order_created(
-    pool: asyncpg.Pool, event: dict[str, Any], *, max_order_total: Decimal
-) -> str:
-    """Confirm or reject the order of an ``order.created`` event; returns the order's status.
+    pool: asyncpg.Pool, event: dict[str, Any], *, max_order_total: Decimal, hold_s: float | None = None
+) -> Processed:
+    """Confirm or reject the order of an ``order.created`` event.
 
     Raises ValueError for a malformed event and NotFound if the order does not exist; both are
     permanent, so retrying them is pointless.
@@ -139,7 +159,8 @@ async def process_order_created(
         current = OrderStatus(row["status"])
         if current is not OrderStatus.PENDING:
             log.info("order_already_processed", **{"order.id": order_id}, status=current)
-            return current.value
+            held = [] if hold_s is None else await take_over_held(conn, order_id, hold_s=hold_s)
+            return Processed(current.value, held)
         total: Decimal = row["total"]
         if total > max_order_total:
             target = OrderStatus.REJECTED
@@ -147,8 +168,16 @@ async def process_order_created(
         else:
             target = OrderStatus.CONFIRMED
             reason = "accepted by automatic processing"
-        await apply_transition(
-            conn, row, target, changed_by=PROCESSOR, reason=reason, trace_id=event.get("trace_id")
+        transition = await apply_transition(
+            conn,
+            row,
+            target,
+            changed_by=PROCESSOR,
+            reason=reason,
+            trace_id=event.get("trace_id"),
+            hold_s=hold_s,
         )
     count_transition(current, target)
-    return target.value
+    # What a consumer would get from the queue: the envelope as JSON, not as Python built it.
+    held_events = [] if hold_s is None else [json.loads(json.dumps(transition.event, default=str))]
+    return Processed(target.value, held_events)

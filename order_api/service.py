@@ -211,9 +211,11 @@ async def change_status(deps: Deps, caller: Caller, order_id: str, body: StatusC
         if not caller.is_admin and target not in OWNER_TARGETS:
             raise Forbidden(f"only an admin may set an order to {target}")
         current = OrderStatus(row["status"])
-        order = await apply_transition(conn, row, target, changed_by=caller_uuid(caller), reason=body.reason)
+        transition = await apply_transition(
+            conn, row, target, changed_by=caller_uuid(caller), reason=body.reason
+        )
     count_transition(current, target)
-    return order
+    return transition.order
 
 
 async def cancel_order(deps: Deps, caller: Caller, order_id: str) -> OrderOut:

@@ -18,6 +18,7 @@ from dramatiq.middleware import CurrentMessage
 from common.errors import NotFound
 from common.events import DELIVER_NOTIFICATION, FAN_OUT_NOTIFICATIONS, PROCESS_ORDER
 from common.logging import bind_trace_id
+from common.outbox import mark_handed_on
 from notifier import delivery
 from notifier.fanout import FirstAttempts, InvalidEvent, fan_out
 from order_api.lifecycle import process_order_created
@@ -39,14 +40,24 @@ async def process_order(event: dict[str, Any]) -> None:
     # Each actor runs as its own task, so the binding stays with this message.
     bind_trace_id(event.get("trace_id"))
     current = resources()
-    outcome = await process_order_created(
-        current.orders_pool, event, max_order_total=current.settings.max_order_total
+    # The status change's event is held in the outbox and handed on here, as the relay would
+    # have: a message of its own cost the relay a publish, RabbitMQ a message and the workers a
+    # run (issue 11). Held for as long as an attempt's lease: if this run dies, the redelivered
+    # message takes it over; if it fails for good, the relay publishes it once the hold is over.
+    processed = await process_order_created(
+        current.orders_pool,
+        event,
+        max_order_total=current.settings.max_order_total,
+        hold_s=current.delivery.lease_s,
     )
-    log.info("order_processed", event_id=event.get("event_id"), outcome=outcome)
+    log.info("order_processed", event_id=event.get("event_id"), outcome=processed.status)
     # The order.created notifications (common.events.ROUTES: this is their only message). After
     # the order's commit, so the notifications database being away delays the e-mail, never the
     # order; a retry finds the order processed and only fans out again (both are idempotent).
     await _fan_out(event)
+    for held in processed.held_events:
+        await _fan_out(held)
+        await mark_handed_on(current.orders_pool, held["event_id"])
 
 
 # An event that breaks the contract goes straight to the dead-letter queue for a human: retrying

@@ -180,7 +180,7 @@ class System:
         payload = await pool.fetchval(ORDER_CREATED_EVENT_SQL, order_id)
         assert payload is not None
         event = json.loads(payload) if isinstance(payload, str) else payload
-        return await process_order_created(pool, event, max_order_total=Decimal("10000"))
+        return (await process_order_created(pool, event, max_order_total=Decimal("10000"))).status
 
 
 def auth(tokens: dict[str, Any]) -> dict[str, str]:

@@ -9,7 +9,7 @@ from typing import Any, cast
 import pytest
 
 from common.errors import NotFound
-from common.events import ORDER_CREATED, ORDER_STATUS_CHANGED
+from common.events import FAN_OUT_NOTIFICATIONS, ORDER_CREATED, ORDER_STATUS_CHANGED, ROUTES
 from order_api.lifecycle import PROCESSOR, process_order_created
 from tests.unit.fakes import FakeOrderRepository, FakePool
 
@@ -27,7 +27,7 @@ def created(order_id: str, **changes: Any) -> dict[str, Any]:
 
 
 async def process(pool: FakePool, event: dict[str, Any]) -> str:
-    return await process_order_created(cast(Any, pool), event, max_order_total=LIMIT)
+    return (await process_order_created(cast(Any, pool), event, max_order_total=LIMIT)).status
 
 
 async def test_an_order_over_the_limit_is_rejected_naming_both_amounts(orders: FakeOrderRepository) -> None:
@@ -89,3 +89,10 @@ async def test_an_unknown_order_is_not_found(orders: FakeOrderRepository) -> Non
 async def test_a_malformed_event_is_a_value_error(orders: FakeOrderRepository, event: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="event"):
         await process(FakePool(), event)
+
+
+def test_the_status_change_orders_process_hands_on_itself_goes_to_the_notifications_fan_out_only() -> None:
+    # workers.actors.process_order hands its held event to the fan-out and marks it published: an
+    # event type with another route would never reach that consumer (or the actor must hand it
+    # on there too).
+    assert ROUTES[ORDER_STATUS_CHANGED] == (FAN_OUT_NOTIFICATIONS,)

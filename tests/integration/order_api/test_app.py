@@ -185,8 +185,10 @@ async def test_an_order_travels_through_rabbitmq_to_processing_and_back(
     [message] = reader.messages["orders"]
     assert message.actor_name == "orders.process"
     # What the workers' actor does with the message's single argument:
-    status = await process_order_created(client.app[PG_POOL], message.args[0], max_order_total=Decimal("100"))
-    assert status == "CONFIRMED"
+    processed = await process_order_created(
+        client.app[PG_POOL], message.args[0], max_order_total=Decimal("100")
+    )
+    assert processed.status == "CONFIRMED"
     detail = await (await client.get(f"/api/orders/{order['id']}", headers=_auth(tokens))).json()
     assert detail["status"] == "CONFIRMED"
     assert detail["history"][-1]["changed_by"] == "orders.process"

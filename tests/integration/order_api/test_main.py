@@ -27,7 +27,7 @@ def test_migrate_applies_each_migration_once(database_factory: Callable[[str], s
     first = _run("migrate", ORDER_DB_NAME=database)
     assert first.returncode == 0, first.stderr
     assert (
-        "applied 3 migration(s): outbox/0001_outbox, order_api/0001_orders,"
+        "applied 4 migration(s): outbox/0001_outbox, outbox/0002_outbox_held, order_api/0001_orders,"
         " order_api/0002_idempotency_without_status" in first.stdout
     )
     again = _run("migrate", ORDER_DB_NAME=database)

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from common.amqp import AmqpUnavailable, DramatiqPublisher
 from common.contexts import PG_POOL
 from common.events import ORDER_STATUS_CHANGED, message_id_for
-from common.outbox import add_event
+from common.outbox import add_event, mark_handed_on
 from common.outbox_relay import CLAIM_BATCH_SQL, CLAIM_WINDOW_FACTOR, OutboxRelay
 from order_api.app import create_app
 from order_api.settings import Settings
@@ -330,6 +330,41 @@ async def test_a_later_event_waits_while_an_earlier_one_of_its_aggregate_is_held
     await reader.drain()
     await relay.stop()
     assert reader.event_ids("notifications") == [other["event_id"], first["event_id"], second["event_id"]]
+
+
+async def test_an_event_its_producer_holds_is_left_until_handed_on_or_until_the_hold_is_over(
+    client: CheckedClient, reader: QueueReader, orders_vhost: str, settings: Settings
+) -> None:
+    pool = client.app[PG_POOL]
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            handed = await add_event(
+                conn, ORDER_STATUS_CHANGED, "order-h", {"seq": 1}, producer="t", hold_s=60
+            )
+        async with conn.transaction():
+            after = await add_event(conn, ORDER_STATUS_CHANGED, "order-h", {"seq": 2}, producer="t")
+        async with conn.transaction():
+            dropped = await add_event(
+                conn, ORDER_STATUS_CHANGED, "order-d", {"seq": 1}, producer="t", hold_s=1
+            )
+    relay = _relay(pool, orders_vhost, pg_dsn(settings.order_db_name), "t_held")
+    try:
+        # Both held, and the event after one of them waits for it.
+        assert await relay.publish_pending() == 0
+        # The producer hands its event on: the next one of the aggregate goes.
+        await mark_handed_on(pool, handed["event_id"])
+        assert await relay.publish_pending() == 1
+        # The other producer never does: once its hold is over, the relay publishes the event.
+        await asyncio.sleep(1.1)
+        assert await relay.publish_pending() == 1
+        await mark_handed_on(pool, dropped["event_id"])  # too late: changes nothing
+    finally:
+        await relay.stop()
+    await reader.drain()
+    assert sorted(reader.event_ids("notifications")) == sorted([after["event_id"], dropped["event_id"]])
+    rows = {r["event_id"]: r for r in await _outbox(client)}
+    assert all(row["published_at"] is not None for row in rows.values())
+    assert [rows[e["event_id"]]["attempts"] for e in (handed, after, dropped)] == [1, 1, 1]
 
 
 async def test_an_unroutable_event_is_recorded_and_published_after_the_queue_is_declared_again(

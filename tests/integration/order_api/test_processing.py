@@ -50,7 +50,7 @@ async def test_an_order_within_the_limit_is_confirmed_with_history_and_event(
     created = await _created_event(client, user, "100.00")  # equal to the limit: still fine
     order_id = created["data"]["order"]["id"]
     pool = client.app[PG_POOL]
-    assert await process_order_created(pool, created, max_order_total=LIMIT) == "CONFIRMED"
+    assert (await process_order_created(pool, created, max_order_total=LIMIT)).status == "CONFIRMED"
     last = (await _history(client, user, order_id))[-1]
     assert (last["from_status"], last["to_status"], last["changed_by"]) == (
         "PENDING",
@@ -74,7 +74,9 @@ async def test_an_order_above_the_limit_is_rejected_with_the_reason(
     user = new_user()
     created = await _created_event(client, user, "100.01")
     order_id = created["data"]["order"]["id"]
-    assert await process_order_created(client.app[PG_POOL], created, max_order_total=LIMIT) == "REJECTED"
+    assert (
+        await process_order_created(client.app[PG_POOL], created, max_order_total=LIMIT)
+    ).status == "REJECTED"
     last = (await _history(client, user, order_id))[-1]
     assert last["to_status"] == "REJECTED"
     assert last["reason"] == "order total 100.01 EUR exceeds the limit of 100.00"
@@ -90,8 +92,8 @@ async def test_redelivery_changes_nothing_twice(client: CheckedClient, new_user:
     pool = client.app[PG_POOL]
     labels = {"service": "order_api", "from_status": "PENDING", "to_status": "CONFIRMED"}
     counted_before = REGISTRY.get_sample_value("order_status_transitions_total", labels) or 0.0
-    assert await process_order_created(pool, created, max_order_total=LIMIT) == "CONFIRMED"
-    assert await process_order_created(pool, created, max_order_total=LIMIT) == "CONFIRMED"
+    assert (await process_order_created(pool, created, max_order_total=LIMIT)).status == "CONFIRMED"
+    assert (await process_order_created(pool, created, max_order_total=LIMIT)).status == "CONFIRMED"
     assert REGISTRY.get_sample_value("order_status_transitions_total", labels) == counted_before + 1
     assert len(await _history(client, user, order_id)) == 2
     assert len(await _events(client, order_id)) == 2
@@ -104,7 +106,7 @@ async def test_concurrent_deliveries_process_once(client: CheckedClient, new_use
     results = await asyncio.gather(
         *(process_order_created(pool, created, max_order_total=LIMIT) for _ in range(4))
     )
-    assert results == ["CONFIRMED"] * 4
+    assert [result.status for result in results] == ["CONFIRMED"] * 4
     assert len(await _events(client, created["data"]["order"]["id"])) == 2
 
 
@@ -115,7 +117,9 @@ async def test_an_order_cancelled_before_processing_stays_cancelled(
     created = await _created_event(client, user, "5.00")
     order_id = created["data"]["order"]["id"]
     assert (await client.delete(f"/api/orders/{order_id}", headers=user.auth)).status == 200
-    assert await process_order_created(client.app[PG_POOL], created, max_order_total=LIMIT) == "CANCELLED"
+    assert (
+        await process_order_created(client.app[PG_POOL], created, max_order_total=LIMIT)
+    ).status == "CANCELLED"
     assert [e["event_type"] for e in await _events(client, order_id)] == ["order.created", "order.cancelled"]
 
 
@@ -125,7 +129,9 @@ async def test_processing_the_limit_applies_to_the_stored_total_not_the_event(
     user = new_user()
     created = await _created_event(client, user, "500.00")
     created["data"]["order"]["total"] = "1.00"  # a tampered or stale event must not decide
-    assert await process_order_created(client.app[PG_POOL], created, max_order_total=LIMIT) == "REJECTED"
+    assert (
+        await process_order_created(client.app[PG_POOL], created, max_order_total=LIMIT)
+    ).status == "REJECTED"
 
 
 async def test_malformed_events_and_unknown_orders_are_permanent_errors(client: CheckedClient) -> None:

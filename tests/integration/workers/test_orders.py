@@ -17,7 +17,7 @@ from common.events import event_message as relay_message
 from common.outbox import add_event
 from notifier.fanout import notification_id_for
 from order_api import repository as orders
-from order_api.lifecycle import order_out
+from order_api.lifecycle import order_out, process_order_created
 from tests.conftest import pg_dsn
 from tests.integration.notifier.helpers import SmtpServer, contact, wait_until
 from tests.integration.workers.conftest import StartWorker
@@ -62,6 +62,15 @@ async def outbox_events(pool: asyncpg.Pool, order_id: str, event_type: str) -> l
     return [json.loads(row["payload"]) for row in rows]
 
 
+async def handed_on(pool: asyncpg.Pool, event_id: str) -> bool:
+    """Marked published, hold released: the relay will not publish the event."""
+    row = await pool.fetchrow(
+        "SELECT published_at, held_until FROM outbox_events WHERE event_id = $1", event_id
+    )
+    assert row is not None
+    return row["published_at"] is not None and row["held_until"] is None
+
+
 async def order_status(pool: asyncpg.Pool, order_id: str) -> str:
     row = await orders.get_order(pool, order_id)
     assert row is not None
@@ -93,9 +102,10 @@ async def test_an_order_is_confirmed_and_the_customer_emailed_with_its_id_and_to
     await wait_for_order_status(orders_pool, order_id, "CONFIRMED")
     [changed] = await outbox_events(orders_pool, order_id, ORDER_STATUS_CHANGED)
     assert (changed["data"]["from_status"], changed["data"]["to_status"]) == ("PENDING", "CONFIRMED")
-    await relay(broker, changed)
+    # No relay runs here: orders.process hands its status change on itself, then marks it.
     for event in (created, changed):
         await wait_for_status(pool, notification_id_for(event["event_id"], "email"), "sent")
+    await wait_until(lambda: handed_on(orders_pool, changed["event_id"]))
 
     received, confirmed = sorted(smtp.handler.messages, key=lambda m: "confirmed" in m["Subject"])
     assert received["Subject"] == f"We received your order {order_id}"
@@ -138,10 +148,33 @@ async def test_a_redelivered_order_created_changes_nothing_twice_and_emails_once
         "PENDING",
         "CONFIRMED",
     ]
-    assert len(await outbox_events(orders_pool, order_id, ORDER_STATUS_CHANGED)) == 1
-    # orders.process fans out the order.created notifications: one email, however many runs.
-    await wait_for_status(pool, notification_id_for(created["event_id"], "email"), "sent")
-    assert [m["Subject"] for m in smtp.handler.messages] == [f"We received your order {order_id}"]
+    [changed] = await outbox_events(orders_pool, order_id, ORDER_STATUS_CHANGED)
+    # orders.process fans out both events' notifications: one email each, however many runs.
+    for event in (created, changed):
+        await wait_for_status(pool, notification_id_for(event["event_id"], "email"), "sent")
+    assert sorted(m["Subject"] for m in smtp.handler.messages) == [
+        f"We received your order {order_id}",
+        f"Your order {order_id} is now confirmed",
+    ]
+
+
+async def test_a_run_that_died_after_its_commit_leaves_the_held_status_change_to_the_next_run(
+    start_worker: StartWorker, orders_pool: asyncpg.Pool, pool: asyncpg.Pool, smtp: SmtpServer
+) -> None:
+    created = await place_order(orders_pool, contact(), unit_price="5.00")
+    # The first run committed the order's processing with its event held, then died.
+    processed = await process_order_created(orders_pool, created, max_order_total=Decimal(1000), hold_s=600)
+    [changed] = processed.held_events
+    assert not await handed_on(orders_pool, changed["event_id"])
+
+    broker = await start_worker()
+    await publish(broker, relay_message(created, PROCESS_ORDER))  # the message, redelivered
+
+    # Taken over at once, not after the 600 s hold: both emails, once each, and the event marked.
+    for event in (created, changed):
+        await wait_for_status(pool, notification_id_for(event["event_id"], "email"), "sent")
+    await wait_until(lambda: handed_on(orders_pool, changed["event_id"]))
+    assert len(smtp.handler.messages) == 2
 
 
 async def test_an_order_whose_event_breaks_the_notifications_contract_is_processed_then_dead_lettered(
