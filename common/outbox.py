@@ -73,7 +73,7 @@ async def mark_handed_on(conn: Executor, event_id: str) -> None:
     await conn.execute(HANDED_ON_SQL, event_id)
 
 
-async def take_over_held(conn: Connection, aggregate_id: str, *, hold_s: float) -> list[dict[str, Any]]:
+async def take_over_held(conn: Executor, aggregate_id: str, *, hold_s: float) -> list[dict[str, Any]]:
     """The aggregate's held events, held anew for the caller (who hands them on, then marks them)."""
     rows = await conn.fetch(TAKE_OVER_HELD_SQL, aggregate_id, hold_s)
     return [json.loads(row["payload"]) for row in sorted(rows, key=lambda row: row["id"])]

@@ -2,7 +2,8 @@
 ``orders.process`` worker decides for a new order. No HTTP client here (the worker imports it).
 
 A change is one transaction with the order row locked: the status, a history row, and the
-event (``order.status_changed``, or ``order.cancelled``) through the outbox.
+event (``order.status_changed``, or ``order.cancelled``) through the outbox. The processing of a
+new order writes the same three in one statement, conditional on the order still being PENDING.
 
 ``process_order_created`` takes the ``order.created`` event envelope and decides:
 
@@ -12,7 +13,7 @@ event (``order.status_changed``, or ``order.cancelled``) through the outbox.
 recorded with ``changed_by = "orders.process"``. Redelivery is harmless: an order that is no
 longer PENDING (already processed, cancelled by its owner, confirmed by an admin) is left alone
 and its current status returned. With ``hold_s`` the change's event is held in the outbox for
-the caller to hand on (``common.outbox.add_event``), and a redelivery takes over the events an
+the caller to hand on (``common.outbox.add_event``, "held"), and a redelivery takes over the events an
 earlier run held and died with. The limit is one number for every currency: a deliberate
 simplification, documented in docs/events.md.
 """
@@ -23,6 +24,7 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -32,8 +34,9 @@ from prometheus_client import Counter
 
 from common.db import Connection
 from common.errors import Conflict, NotFound
-from common.events import ORDER_CANCELLED, ORDER_CREATED, ORDER_STATUS_CHANGED, PROCESS_ORDER
-from common.outbox import add_event, take_over_held
+from common.events import ORDER_CANCELLED, ORDER_CREATED, ORDER_STATUS_CHANGED, PROCESS_ORDER, new_event
+from common.logging import current_trace_id
+from common.outbox import OUTBOX_CHANNEL, add_event, take_over_held
 from order_api import repository
 from order_api.schemas import ItemOut, OrderOut, OrderStatus
 
@@ -64,7 +67,9 @@ def count_transition(from_status: OrderStatus, to_status: OrderStatus) -> None:
     ORDER_TRANSITIONS.labels(PRODUCER, from_status.value, to_status.value).inc()
 
 
-def order_out(row: asyncpg.Record, items: Sequence[asyncpg.Record | Mapping[str, Any]]) -> OrderOut:
+def order_out(
+    row: asyncpg.Record | Mapping[str, Any], items: Sequence[asyncpg.Record | Mapping[str, Any]]
+) -> OrderOut:
     return OrderOut(
         id=row["id"],
         user_id=row["user_id"],
@@ -87,17 +92,30 @@ def order_out(row: asyncpg.Record, items: Sequence[asyncpg.Record | Mapping[str,
 
 
 @dataclass(frozen=True)
-class Transition:
-    order: OrderOut
-    event: dict[str, Any]
-
-
-@dataclass(frozen=True)
 class Processed:
     """What ``process_order_created`` decided, and the held events its caller is to hand on."""
 
     status: str
     held_events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _change_data(
+    order: OrderOut,
+    contact_json: str,
+    current: OrderStatus,
+    target: OrderStatus,
+    reason: str | None,
+    changed_by: str,
+) -> dict[str, Any]:
+    """The ``data`` of an order.status_changed / order.cancelled event (docs/events.md)."""
+    return {
+        "order": order.model_dump(mode="json"),
+        "user": json.loads(contact_json),
+        "from_status": current.value,
+        "to_status": target.value,
+        "reason": reason,
+        "changed_by": changed_by,
+    }
 
 
 async def apply_transition(
@@ -108,8 +126,7 @@ async def apply_transition(
     changed_by: str,
     reason: str | None,
     trace_id: str | None = None,
-    hold_s: float | None = None,
-) -> Transition:
+) -> OrderOut:
     """Move a locked order to ``target``, record history, emit the event; Conflict if not allowed."""
     current = OrderStatus(row["status"])
     if target not in TRANSITIONS[current]:
@@ -118,20 +135,11 @@ async def apply_transition(
         conn, row["id"], from_status=current, to_status=target, changed_by=changed_by, reason=reason
     )
     order = order_out(updated, items)
-    data: dict[str, Any] = {
-        "order": order.model_dump(mode="json"),
-        "user": json.loads(row["contact"]),
-        "from_status": current.value,
-        "to_status": target.value,
-        "reason": reason,
-        "changed_by": changed_by,
-    }
+    data = _change_data(order, row["contact"], current, target, reason, changed_by)
     event_type = ORDER_CANCELLED if target is S.CANCELLED else ORDER_STATUS_CHANGED
-    event = await add_event(
-        conn, event_type, order.id, data, producer=PRODUCER, trace_id=trace_id, hold_s=hold_s
-    )
+    await add_event(conn, event_type, order.id, data, producer=PRODUCER, trace_id=trace_id)
     log.info("order_status_changed", **{"order.id": order.id}, from_status=current, to_status=target)
-    return Transition(order, event)
+    return order
 
 
 def _order_id(event: dict[str, Any]) -> str:
@@ -143,6 +151,16 @@ def _order_id(event: dict[str, Any]) -> str:
         raise ValueError("the event carries no valid data.order.id") from None
 
 
+def _decide(row: asyncpg.Record, max_order_total: Decimal) -> tuple[OrderStatus, str]:
+    total: Decimal = row["total"]
+    if total > max_order_total:
+        return (
+            S.REJECTED,
+            f"order total {total:.2f} {row['currency']} exceeds the limit of {max_order_total:.2f}",
+        )
+    return S.CONFIRMED, "accepted by automatic processing"
+
+
 async def process_order_created(
     pool: asyncpg.Pool, event: dict[str, Any], *, max_order_total: Decimal, hold_s: float | None = None
 ) -> Processed:
@@ -150,34 +168,47 @@ async def process_order_created(
 
     Raises ValueError for a malformed event and NotFound if the order does not exist; both are
     permanent, so retrying them is pointless.
+
+    Two round trips, no transaction of its own: the order is read, and the decision written in
+    one statement on the condition that the order is still PENDING (``repository.decide_pending``;
+    the lock, the change and the event in a transaction were five, issue 11). An order changed in
+    between (its owner cancelled it) is read again and found decided.
     """
     order_id = _order_id(event)
-    async with pool.acquire() as conn, conn.transaction():
-        row = await repository.lock_order(conn, order_id)
-        if row is None:
+    while True:
+        detail = await repository.get_order_detail(pool, order_id)
+        if detail is None:
             raise NotFound(f"order {order_id} does not exist")
+        row = detail.order
         current = OrderStatus(row["status"])
-        if current is not OrderStatus.PENDING:
+        if current is not S.PENDING:
             log.info("order_already_processed", **{"order.id": order_id}, status=current)
-            held = [] if hold_s is None else await take_over_held(conn, order_id, hold_s=hold_s)
+            held = [] if hold_s is None else await take_over_held(pool, order_id, hold_s=hold_s)
             return Processed(current.value, held)
-        total: Decimal = row["total"]
-        if total > max_order_total:
-            target = OrderStatus.REJECTED
-            reason = f"order total {total:.2f} {row['currency']} exceeds the limit of {max_order_total:.2f}"
-        else:
-            target = OrderStatus.CONFIRMED
-            reason = "accepted by automatic processing"
-        transition = await apply_transition(
-            conn,
-            row,
-            target,
+        target, reason = _decide(row, max_order_total)
+        now = datetime.now(UTC)
+        order = order_out({**dict(row), "status": target.value, "updated_at": now}, detail.items)
+        changed = new_event(
+            ORDER_STATUS_CHANGED,
+            _change_data(order, row["contact"], current, target, reason, PROCESSOR),
+            producer=PRODUCER,
+            trace_id=event.get("trace_id") or current_trace_id(),
+        )
+        decision = repository.PendingDecision(
+            order_id=order_id,
+            to_status=target.value,
+            updated_at=now,
             changed_by=PROCESSOR,
             reason=reason,
-            trace_id=event.get("trace_id"),
+            event=changed,
+            event_json=json.dumps(changed, default=str),
             hold_s=hold_s,
+            channel=OUTBOX_CHANNEL,
         )
+        if await repository.decide_pending(pool, decision):
+            break
     count_transition(current, target)
+    log.info("order_status_changed", **{"order.id": order_id}, from_status=current, to_status=target)
     # What a consumer would get from the queue: the envelope as JSON, not as Python built it.
-    held_events = [] if hold_s is None else [json.loads(json.dumps(transition.event, default=str))]
+    held_events = [] if hold_s is None else [json.loads(decision.event_json)]
     return Processed(target.value, held_events)

@@ -77,8 +77,9 @@ GET_ORDER_DETAIL_SQL = f"""
     FROM orders o WHERE o.id = $1
 """
 
-# Every status change goes through this lock, so concurrent changes of one order serialise
-# and the outbox receives its events in the order they happened.
+# Every status change goes through this lock (orders.process' decision through the row lock of
+# its conditional UPDATE, DECIDE_PENDING_SQL), so concurrent changes of one order serialise and
+# the outbox receives its events in the order they happened.
 LOCK_ORDER_SQL = f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE"
 
 # A status change of a locked order: the new status, its history entry and the order's lines
@@ -95,6 +96,27 @@ CHANGE_STATUS_SQL = f"""
         ARRAY(SELECT (i.sku, i.name, i.quantity, i.unit_price, i.line_total)
               FROM order_items i WHERE i.order_id = $1 ORDER BY i.position) AS items
     FROM changed
+"""
+
+# orders.process' decision on a PENDING order, written in one statement (its own transaction):
+# the status, its history entry and its outbox event, only if the order is still PENDING (a row
+# comes back then; the caller read it without a lock). The caller built the event from the row it
+# read, with its own clock for updated_at, as for a new order. The UPDATE's row lock comes before
+# the outbox insert, so the aggregate's event ids still grow in commit order. $9: the event's hold
+# in seconds (no NOTIFY then, ``common.outbox.add_event``), or NULL.
+DECIDE_PENDING_SQL = """
+    WITH changed AS (
+        UPDATE orders SET status = $2, updated_at = $3 WHERE id = $1 AND status = 'PENDING'
+        RETURNING id
+    ), logged AS (
+        INSERT INTO order_status_history (order_id, from_status, to_status, changed_by, reason)
+        SELECT id, 'PENDING', $2, $4, $5 FROM changed
+    ), added AS (
+        INSERT INTO outbox_events (event_id, event_type, aggregate_id, payload, held_until)
+        SELECT $6, $7, id::text, $8::jsonb, now() + make_interval(secs => $9::float8) FROM changed
+        RETURNING event_type, held_until
+    )
+    SELECT CASE WHEN held_until IS NULL THEN pg_notify($10, event_type) END AS notified FROM added
 """
 
 GET_ITEMS_SQL = """
@@ -247,6 +269,39 @@ async def change_status(
     )
     assert row is not None  # the caller holds the row lock: it exists
     return row, [dict(zip(ITEM_FIELDS, item, strict=True)) for item in row["items"]]
+
+
+@dataclass(frozen=True)
+class PendingDecision:
+    """What DECIDE_PENDING_SQL writes: the new status, its history entry, its outbox event."""
+
+    order_id: str
+    to_status: str
+    updated_at: datetime
+    changed_by: str
+    reason: str
+    event: dict[str, Any]
+    event_json: str
+    hold_s: float | None
+    channel: str
+
+
+async def decide_pending(db: Executor, decision: PendingDecision) -> bool:
+    """Write the decision if the order is still PENDING; False if it was changed meanwhile."""
+    row = await db.fetchrow(
+        DECIDE_PENDING_SQL,
+        decision.order_id,
+        decision.to_status,
+        decision.updated_at,
+        decision.changed_by,
+        decision.reason,
+        decision.event["event_id"],
+        decision.event["event_type"],
+        decision.event_json,
+        decision.hold_s,
+        decision.channel,
+    )
+    return row is not None
 
 
 async def get_items(db: Executor, order_ids: Sequence[str]) -> list[asyncpg.Record]:

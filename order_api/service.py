@@ -211,11 +211,9 @@ async def change_status(deps: Deps, caller: Caller, order_id: str, body: StatusC
         if not caller.is_admin and target not in OWNER_TARGETS:
             raise Forbidden(f"only an admin may set an order to {target}")
         current = OrderStatus(row["status"])
-        transition = await apply_transition(
-            conn, row, target, changed_by=caller_uuid(caller), reason=body.reason
-        )
+        order = await apply_transition(conn, row, target, changed_by=caller_uuid(caller), reason=body.reason)
     count_transition(current, target)
-    return transition.order
+    return order
 
 
 async def cancel_order(deps: Deps, caller: Caller, order_id: str) -> OrderOut:

@@ -224,6 +224,24 @@ class FakeOrderRepository:
         )
         return row, self.items.get(order_id, [])
 
+    async def decide_pending(self, db: Any, decision: Any) -> bool:
+        """As DECIDE_PENDING_SQL: the status, its history entry and its event, if still PENDING."""
+        order = self.orders[decision.order_id]
+        if order["status"] != "PENDING":
+            return False
+        changed = {"status": decision.to_status, "updated_at": decision.updated_at}
+        self.orders[decision.order_id] = {**order, **changed}
+        await self.insert_history(
+            db,
+            decision.order_id,
+            from_status="PENDING",
+            to_status=decision.to_status,
+            changed_by=decision.changed_by,
+            reason=decision.reason,
+        )
+        self.events.append(json.loads(decision.event_json))
+        return True
+
     async def get_items(self, db: Any, order_ids: Sequence[str]) -> list[dict[str, Any]]:
         return [item for order_id in order_ids for item in self.items.get(order_id, [])]
 

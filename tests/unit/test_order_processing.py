@@ -38,7 +38,7 @@ async def test_an_order_over_the_limit_is_rejected_naming_both_amounts(orders: F
     assert entry["to_status"] == "REJECTED"
     assert entry["changed_by"] == PROCESSOR
     assert entry["reason"] == "order total 100.01 GBP exceeds the limit of 100.00"
-    [event] = pool.conn.events
+    [event] = orders.events
     assert event["event_type"] == ORDER_STATUS_CHANGED
     assert event["data"]["to_status"] == "REJECTED"
     assert event["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -49,7 +49,7 @@ async def test_an_order_at_the_limit_is_confirmed(orders: FakeOrderRepository) -
     order_id = orders.add(user_id=str(uuid.uuid4()), total="100.00")
     assert await process(pool, created(order_id)) == "CONFIRMED"
     assert orders.orders[order_id]["status"] == "CONFIRMED"
-    assert pool.conn.events[0]["data"]["from_status"] == "PENDING"
+    assert orders.events[0]["data"]["from_status"] == "PENDING"
 
 
 @pytest.mark.parametrize("status", ["CONFIRMED", "CANCELLED", "REJECTED"])
@@ -60,7 +60,7 @@ async def test_a_redelivered_event_leaves_a_decided_order_alone(
     order_id = orders.add(user_id=str(uuid.uuid4()), status=status, total="5000.00")
     assert await process(pool, created(order_id)) == status
     assert orders.history == []
-    assert pool.conn.events == []
+    assert orders.events == []
 
 
 async def test_processing_twice_decides_once(orders: FakeOrderRepository) -> None:
@@ -69,7 +69,7 @@ async def test_processing_twice_decides_once(orders: FakeOrderRepository) -> Non
     assert await process(pool, created(order_id)) == "CONFIRMED"
     assert await process(pool, created(order_id)) == "CONFIRMED"
     assert len(orders.history) == 1
-    assert len(pool.conn.events) == 1
+    assert len(orders.events) == 1
 
 
 async def test_an_unknown_order_is_not_found(orders: FakeOrderRepository) -> None:

@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 
 from common.contexts import PG_POOL
 from common.errors import NotFound
+from order_api import repository
 from order_api.lifecycle import process_order_created
 from tests.integration.order_api.conftest import User, order_body, place
 from tests.openapi_check import CheckedClient
@@ -121,6 +122,29 @@ async def test_an_order_cancelled_before_processing_stays_cancelled(
         await process_order_created(client.app[PG_POOL], created, max_order_total=LIMIT)
     ).status == "CANCELLED"
     assert [e["event_type"] for e in await _events(client, order_id)] == ["order.created", "order.cancelled"]
+
+
+async def test_an_order_its_owner_cancels_while_it_is_being_decided_stays_cancelled(
+    client: CheckedClient, new_user: NewUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = new_user()
+    created = await _created_event(client, user, "5.00")
+    order_id = created["data"]["order"]["id"]
+    read = repository.get_order_detail
+    cancelled: list[int] = []
+
+    async def read_then_cancel(db: Any, wanted: str) -> Any:
+        detail = await read(db, wanted)
+        if not cancelled:  # the owner's DELETE lands between the read and the decision
+            cancelled.append((await client.delete(f"/api/orders/{order_id}", headers=user.auth)).status)
+        return detail
+
+    monkeypatch.setattr(repository, "get_order_detail", read_then_cancel)
+    processed = await process_order_created(client.app[PG_POOL], created, max_order_total=LIMIT)
+    assert (cancelled, processed.status) == ([200], "CANCELLED")
+    monkeypatch.undo()
+    assert [e["event_type"] for e in await _events(client, order_id)] == ["order.created", "order.cancelled"]
+    assert [h["to_status"] for h in await _history(client, user, order_id)] == ["PENDING", "CANCELLED"]
 
 
 async def test_processing_the_limit_applies_to_the_stored_total_not_the_event(
