@@ -14,15 +14,17 @@ OUTBOX_MIGRATIONS = ("outbox", Path(__file__).parent / "sql" / "outbox")
 OUTBOX_CHANNEL = "outbox_events"
 
 # The row and its NOTIFY in one round trip; NOTIFY is transactional too: the relay wakes only
-# once the row is visible. A held row ($6 seconds) wakes nobody: its producer hands it on.
+# once the row is visible.
 INSERT_OUTBOX_EVENT_SQL = """
     WITH added AS (
-        INSERT INTO outbox_events (event_id, event_type, aggregate_id, payload, held_until)
-        VALUES ($1, $2, $3, $4::jsonb, now() + make_interval(secs => $6::float8))
-        RETURNING event_type, held_until
+        INSERT INTO outbox_events (event_id, event_type, aggregate_id, payload)
+        VALUES ($1, $2, $3, $4::jsonb)
+        RETURNING event_type
     )
-    SELECT CASE WHEN held_until IS NULL THEN pg_notify($5, event_type) END FROM added
+    SELECT pg_notify($5, added.event_type) FROM added
 """
+# A held event (``held_until``: its producer hands it to its consumers itself, and the relay
+# leaves it alone until then; order_api.repository.DECIDE_PENDING_SQL writes one).
 # The producer has handed its held event on; one the relay published meanwhile stays as it is.
 HANDED_ON_SQL = """
     UPDATE outbox_events SET published_at = now(), attempts = attempts + 1, held_until = NULL
@@ -45,14 +47,8 @@ async def add_event(
     *,
     producer: str,
     trace_id: str | None = None,
-    hold_s: float | None = None,
 ) -> dict[str, Any]:
-    """Record an event in the caller's transaction; it is published only if that commits.
-
-    With ``hold_s`` the caller hands the event to its consumers itself once it has committed,
-    then calls ``mark_handed_on``; the relay publishes it only if that has not happened within
-    ``hold_s`` seconds (the caller died, or failed). Later events of the aggregate wait for it.
-    """
+    """Record an event in the caller's transaction; it is published only if that commits."""
     if not conn.is_in_transaction():
         raise RuntimeError("outbox events must be written inside the transaction of the change")
     event = new_event(event_type, data, producer=producer, trace_id=trace_id or current_trace_id())
@@ -63,7 +59,6 @@ async def add_event(
         aggregate_id,
         json.dumps(event, default=str),
         OUTBOX_CHANNEL,
-        hold_s,
     )
     return event
 

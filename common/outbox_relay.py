@@ -66,7 +66,7 @@ METRICS_INTERVAL_S = 1.0
 # is left out by the caller. outbox_events_aggregate_pending_idx is no longer read by this
 # release; the previous one's claim needs it, so it goes in a later contract migration
 # (docs/deployment.md, "Migrations stay compatible with the previous release").
-# A head its producer holds (``common.outbox.add_event``'s ``hold_s``) is left out until its
+# A head its producer holds (``held_until``, ``common.outbox``) is left out until its
 # hold is over, and keeps its aggregate's successors back like any other head.
 # ``more``: the window was full, or an aggregate had a successor in it (eligible once this batch
 # commits); with a full batch, another pass is due as well.

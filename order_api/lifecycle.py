@@ -13,8 +13,8 @@ new order writes the same three in one statement, conditional on the order still
 recorded with ``changed_by = "orders.process"``. Redelivery is harmless: an order that is no
 longer PENDING (already processed, cancelled by its owner, confirmed by an admin) is left alone
 and its current status returned. With ``hold_s`` the change's event is held in the outbox for
-the caller to hand on (``common.outbox.add_event``, "held"), and a redelivery takes over the events an
-earlier run held and died with. The limit is one number for every currency: a deliberate
+the caller to hand on (``held_until``, ``common.outbox``), and a redelivery takes over the events
+an earlier run held and died with. The limit is one number for every currency: a deliberate
 simplification, documented in docs/events.md.
 """
 

@@ -103,7 +103,7 @@ CHANGE_STATUS_SQL = f"""
 # comes back then; the caller read it without a lock). The caller built the event from the row it
 # read, with its own clock for updated_at, as for a new order. The UPDATE's row lock comes before
 # the outbox insert, so the aggregate's event ids still grow in commit order. $9: the event's hold
-# in seconds (no NOTIFY then, ``common.outbox.add_event``), or NULL.
+# in seconds (no NOTIFY then: its producer hands it on, ``common.outbox``), or NULL.
 DECIDE_PENDING_SQL = """
     WITH changed AS (
         UPDATE orders SET status = $2, updated_at = $3 WHERE id = $1 AND status = 'PENDING'

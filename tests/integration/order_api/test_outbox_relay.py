@@ -163,17 +163,28 @@ async def test_a_lost_broker_connection_is_re_established_and_nothing_is_lost(
     assert len(set(reader.event_ids("orders"))) == len(reader.messages["orders"]) == 3
 
 
+async def _add_event(pool: asyncpg.Pool, aggregate_id: str, seq: int) -> dict[str, Any]:
+    """One event in its own transaction, as a producer writes it."""
+    async with pool.acquire() as conn, conn.transaction():
+        return await add_event(conn, ORDER_STATUS_CHANGED, aggregate_id, {"seq": seq}, producer="test")
+
+
 async def _add_events(pool: asyncpg.Pool, aggregates: int, per_aggregate: int) -> list[str]:
     """Events of several aggregates, interleaved as concurrent orders would write them."""
     event_ids = []
     for seq in range(per_aggregate):
         for aggregate in range(aggregates):
-            async with pool.acquire() as conn, conn.transaction():
-                event = await add_event(
-                    conn, ORDER_STATUS_CHANGED, f"agg-{aggregate}", {"seq": seq}, producer="test"
-                )
-            event_ids.append(event["event_id"])
+            event_ids.append((await _add_event(pool, f"agg-{aggregate}", seq))["event_id"])
     return event_ids
+
+
+async def _hold(pool: asyncpg.Pool, event: dict[str, Any], seconds: float) -> None:
+    """What a producer that hands its event on writes (order_api.repository.DECIDE_PENDING_SQL)."""
+    await pool.execute(
+        "UPDATE outbox_events SET held_until = now() + make_interval(secs => $2) WHERE event_id = $1",
+        event["event_id"],
+        seconds,
+    )
 
 
 def _relay(pool: asyncpg.Pool, vhost: str, dsn: str, service: str, **options: Any) -> OutboxRelay:
@@ -305,13 +316,9 @@ async def test_a_later_event_waits_while_an_earlier_one_of_its_aggregate_is_held
     client: CheckedClient, reader: QueueReader, orders_vhost: str, settings: Settings
 ) -> None:
     pool = client.app[PG_POOL]
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            first = await add_event(conn, ORDER_STATUS_CHANGED, "order-x", {"seq": 1}, producer="test")
-        async with conn.transaction():
-            second = await add_event(conn, ORDER_STATUS_CHANGED, "order-x", {"seq": 2}, producer="test")
-        async with conn.transaction():
-            other = await add_event(conn, ORDER_STATUS_CHANGED, "order-y", {"seq": 1}, producer="test")
+    first = await _add_event(pool, "order-x", 1)
+    second = await _add_event(pool, "order-x", 2)
+    other = await _add_event(pool, "order-y", 1)
     dsn = pg_dsn(settings.order_db_name)
     relay = _relay(pool, orders_vhost, dsn, "t_hold")
     # Another relay is busy with the first event: it holds its row lock.
@@ -336,17 +343,11 @@ async def test_an_event_its_producer_holds_is_left_until_handed_on_or_until_the_
     client: CheckedClient, reader: QueueReader, orders_vhost: str, settings: Settings
 ) -> None:
     pool = client.app[PG_POOL]
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            handed = await add_event(
-                conn, ORDER_STATUS_CHANGED, "order-h", {"seq": 1}, producer="t", hold_s=60
-            )
-        async with conn.transaction():
-            after = await add_event(conn, ORDER_STATUS_CHANGED, "order-h", {"seq": 2}, producer="t")
-        async with conn.transaction():
-            dropped = await add_event(
-                conn, ORDER_STATUS_CHANGED, "order-d", {"seq": 1}, producer="t", hold_s=1
-            )
+    handed = await _add_event(pool, "order-h", 1)
+    await _hold(pool, handed, 60)
+    after = await _add_event(pool, "order-h", 2)
+    dropped = await _add_event(pool, "order-d", 1)
+    await _hold(pool, dropped, 1)
     relay = _relay(pool, orders_vhost, pg_dsn(settings.order_db_name), "t_held")
     try:
         # Both held, and the event after one of them waits for it.
