@@ -14,8 +14,9 @@ rows for that attempt, and each claimed row goes to it (no claim of its own).
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -77,51 +78,85 @@ def parse_event(event: object) -> tuple[Envelope, Contact]:
     return envelope, contact
 
 
-async def fan_out(
-    pool: asyncpg.Pool, event: object, *, dispatch: Dispatch, first_attempts: FirstAttempts | None = None
-) -> list[str]:
-    """Create the event's notifications and dispatch their delivery; return the ids dispatched."""
+@dataclass(frozen=True)
+class _Plan:
+    envelope: Envelope
+    event_id: str
+    rows: list[repository.PlannedNotification]
+
+
+def _plan(event: object) -> _Plan:
     envelope, contact = parse_event(event)
     event_id = str(envelope.event_id)
     context = {
         **envelope.data,
         "event": {"id": event_id, "type": envelope.event_type, "occurred_at": envelope.occurred_at},
     }
-    planned = [
-        (notification_id_for(event_id, channel), channel, recipient)
+    context_json = json.dumps(context, default=str)
+    rows = [
+        repository.PlannedNotification(
+            id=notification_id_for(event_id, channel),
+            event_id=event_id,
+            event_type=envelope.event_type,
+            channel=channel,
+            recipient=recipient,
+            user_id=str(contact.id),
+            context=context_json,
+            trace_id=envelope.trace_id,
+        )
         for channel, recipient in channels_for(contact)
     ]
+    return _Plan(envelope, event_id, rows)
+
+
+async def fan_out(
+    pool: asyncpg.Pool, event: object, *, dispatch: Dispatch, first_attempts: FirstAttempts | None = None
+) -> list[str]:
+    """Create the event's notifications and dispatch their delivery; return the ids dispatched."""
+    return await fan_out_all(pool, [event], dispatch=dispatch, first_attempts=first_attempts)
+
+
+async def fan_out_all(
+    pool: asyncpg.Pool,
+    events: Sequence[object],
+    *,
+    dispatch: Dispatch,
+    first_attempts: FirstAttempts | None = None,
+) -> list[str]:
+    """``fan_out`` for several events with one insert; they are dispatched in the order given.
+
+    Every event is checked against the contract before anything is written.
+    """
+    plans = [_plan(event) for event in events]
     inserted = await repository.insert_event_notifications(
         pool,
-        event_id=event_id,
-        event_type=envelope.event_type,
-        user_id=str(contact.id),
-        context=context,
-        trace_id=envelope.trace_id,
-        planned=planned,
+        [row for plan in plans for row in plan.rows],
         claim_lease_s=None if first_attempts is None else first_attempts.lease_s,
     )
     new_ids = {row["id"] for row in inserted}
     claimed = {row["id"]: row for row in inserted} if first_attempts is not None else {}
-    created = [notification_id for notification_id, _, _ in planned if notification_id in new_ids]
-    existing = [notification_id for notification_id, _, _ in planned if notification_id not in new_ids]
-    # Only a redelivered event has existing rows: look at each (one to three rows, rarely).
-    pending = created + [i for i in existing if await _unfinished(pool, i)]
-    for notification_id in pending:
-        row = claimed.get(notification_id)
-        if first_attempts is not None and row is not None:  # claimed by the insert
-            await first_attempts.attempt(row)
-        else:
-            await dispatch(notification_id, envelope.trace_id)
-    log.info(
-        "notifications_fanned_out",
-        event_id=event_id,
-        event_type=envelope.event_type,
-        created=len(created),
-        dispatched=len(pending),
-        trace_id=envelope.trace_id,
-    )
-    return pending
+    dispatched: list[str] = []
+    for plan in plans:
+        created = [row.id for row in plan.rows if row.id in new_ids]
+        existing = [row.id for row in plan.rows if row.id not in new_ids]
+        # Only a redelivered event has existing rows: look at each (one to three rows, rarely).
+        pending = created + [i for i in existing if await _unfinished(pool, i)]
+        for notification_id in pending:
+            claimed_row = claimed.get(notification_id)
+            if first_attempts is not None and claimed_row is not None:  # claimed by the insert
+                await first_attempts.attempt(claimed_row)
+            else:
+                await dispatch(notification_id, plan.envelope.trace_id)
+        log.info(
+            "notifications_fanned_out",
+            event_id=plan.event_id,
+            event_type=plan.envelope.event_type,
+            created=len(created),
+            dispatched=len(pending),
+            trace_id=plan.envelope.trace_id,
+        )
+        dispatched += pending
+    return dispatched
 
 
 async def _unfinished(pool: asyncpg.Pool, notification_id: str) -> bool:

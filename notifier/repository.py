@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -32,11 +34,19 @@ INSERT_NOTIFICATION_SQL = """
 """
 
 # One event's notifications (one row per channel) in one statement, without BEGIN/COMMIT.
-INSERT_EVENT_NOTIFICATIONS_SQL = """
+# The planned rows of one or more events (one array per column, a row per element): an order's
+# two events are fanned out by one statement (issue 11).
+PLANNED = """
+    unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::uuid[], $7::text[],
+           $8::text[]) AS planned (id, event_id, event_type, channel, recipient, user_id, context,
+                                   trace_id)
+"""
+INSERT_EVENT_NOTIFICATIONS_SQL = f"""
     INSERT INTO notifications
         (id, event_id, event_type, template, channel, user_id, recipient, context, trace_id)
-    SELECT planned.id, $2, $3, $3, planned.channel, $4, planned.recipient, $5::jsonb, $6
-    FROM unnest($1::uuid[], $7::text[], $8::text[]) AS planned (id, channel, recipient)
+    SELECT planned.id, planned.event_id, planned.event_type, planned.event_type, planned.channel,
+           planned.user_id, planned.recipient, planned.context::jsonb, planned.trace_id
+    FROM {PLANNED}
     ON CONFLICT (event_id, channel) DO NOTHING
     RETURNING id::text
 """
@@ -48,9 +58,10 @@ INSERT_CLAIMED_EVENT_NOTIFICATIONS_SQL = f"""
     INSERT INTO notifications
         (id, event_id, event_type, template, channel, user_id, recipient, context, trace_id,
          status, attempts, claimed_at, lease_until)
-    SELECT planned.id, $2, $3, $3, planned.channel, $4, planned.recipient, $5::jsonb, $6,
+    SELECT planned.id, planned.event_id, planned.event_type, planned.event_type, planned.channel,
+           planned.user_id, planned.recipient, planned.context::jsonb, planned.trace_id,
            'sending', 1, now(), now() + make_interval(secs => $9::float8)
-    FROM unnest($1::uuid[], $7::text[], $8::text[]) AS planned (id, channel, recipient)
+    FROM {PLANNED}
     ON CONFLICT (event_id, channel) DO NOTHING
     RETURNING {NOTIFICATION_COLUMNS}
 """
@@ -262,29 +273,37 @@ async def insert_notification(
     return inserted is not None
 
 
+@dataclass(frozen=True)
+class PlannedNotification:
+    """A notification an event asks for; ``context`` is its template context as JSON text."""
+
+    id: str
+    event_id: str
+    event_type: str
+    channel: str
+    recipient: str
+    user_id: str
+    context: str
+    trace_id: str | None
+
+
+# In the order of PLANNED's arrays.
+PLANNED_FIELDS = tuple(field.name for field in fields(PlannedNotification))
+
+
 async def insert_event_notifications(
-    db: Executor,
-    *,
-    event_id: str,
-    event_type: str,
-    user_id: str,
-    context: dict[str, Any],
-    trace_id: str | None,
-    planned: list[tuple[str, str, str]],
-    claim_lease_s: float | None = None,
+    db: Executor, planned: Sequence[PlannedNotification], *, claim_lease_s: float | None = None
 ) -> list[asyncpg.Record]:
-    """Insert (notification id, channel, recipient) rows of one event; the rows that were new.
+    """Insert the planned rows (of any number of events) in one statement; the rows that were new.
 
     With ``claim_lease_s`` they are inserted claimed for a first attempt and come back whole, as
     ``claim`` returns a row; without, each comes back as its ``id``.
     """
-    ids, channels, recipients = (list(column) for column in zip(*planned, strict=True))
-    args: list[Any] = [ids, event_id, event_type, user_id, json.dumps(context, default=str), trace_id]
-    args += [channels, recipients]
+    columns: list[Any] = [[getattr(row, field) for row in planned] for field in PLANNED_FIELDS]
     if claim_lease_s is None:
-        rows: list[asyncpg.Record] = await db.fetch(INSERT_EVENT_NOTIFICATIONS_SQL, *args)
+        rows: list[asyncpg.Record] = await db.fetch(INSERT_EVENT_NOTIFICATIONS_SQL, *columns)
     else:
-        rows = await db.fetch(INSERT_CLAIMED_EVENT_NOTIFICATIONS_SQL, *args, claim_lease_s)
+        rows = await db.fetch(INSERT_CLAIMED_EVENT_NOTIFICATIONS_SQL, *columns, claim_lease_s)
     return rows
 
 

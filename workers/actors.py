@@ -18,9 +18,8 @@ from dramatiq.middleware import CurrentMessage
 from common.errors import NotFound
 from common.events import DELIVER_NOTIFICATION, FAN_OUT_NOTIFICATIONS, PROCESS_ORDER
 from common.logging import bind_trace_id
-from common.outbox import mark_handed_on
 from notifier import delivery
-from notifier.fanout import FirstAttempts, InvalidEvent, fan_out
+from notifier.fanout import FirstAttempts, InvalidEvent, fan_out_all
 from order_api.lifecycle import process_order_created
 from workers import app as _app  # noqa: F401 - builds the broker these actors bind to
 from workers.broker import REPLAYS_OPTION, BlamelessRetry
@@ -51,13 +50,13 @@ async def process_order(event: dict[str, Any]) -> None:
         hold_s=current.delivery.lease_s,
     )
     log.info("order_processed", event_id=event.get("event_id"), outcome=processed.status)
-    # The order.created notifications (common.events.ROUTES: this is their only message). After
-    # the order's commit, so the notifications database being away delays the e-mail, never the
-    # order; a retry finds the order processed and only fans out again (both are idempotent).
-    await _fan_out(event)
+    # The order.created notifications (common.events.ROUTES: this is their only message) and
+    # those of the status change, in one insert. After the order's commit, so the notifications
+    # database being away delays the e-mail, never the order; a retry finds the order processed
+    # and only fans out again (both are idempotent).
+    await _fan_out(event, *processed.held_events)
     for held in processed.held_events:
-        await _fan_out(held)
-        await mark_handed_on(current.orders_pool, held["event_id"])
+        current.handed_on.add(held["event_id"])
 
 
 # An event that breaks the contract goes straight to the dead-letter queue for a human: retrying
@@ -72,12 +71,12 @@ async def fanout(event: dict[str, Any]) -> None:
     await _fan_out(event)
 
 
-async def _fan_out(event: dict[str, Any]) -> None:
+async def _fan_out(*events: dict[str, Any]) -> None:
     # The first delivery attempt is made here (no queue hop), on the rows the insert claimed for
     # it; a deliver message only if it waits.
     current = resources()
     attempts = FirstAttempts(current.delivery.lease_s, _first_attempt_claimed)
-    await fan_out(current.notifications_pool, event, dispatch=_first_attempt, first_attempts=attempts)
+    await fan_out_all(current.notifications_pool, events, dispatch=_first_attempt, first_attempts=attempts)
 
 
 async def _first_attempt(notification_id: str, trace_id: str | None) -> str:

@@ -28,6 +28,7 @@ from common.errors import ServiceError
 from common.logging import configure_logging
 from common.logsink import stop_batching
 from common.migrations import ensure_database, migrate_dsn
+from common.outbox import HandedOnMarks
 from notifier.channels.http import Session, new_session
 from notifier.delivery import DeliveryDeps
 from notifier.deps import MIGRATIONS as NOTIFIER_MIGRATIONS
@@ -57,6 +58,8 @@ class Resources:
     queue: DeliveryQueue
     # Reloads the templates (all-or-nothing) and gives held notifications back (notifier.held).
     templates: TemplateWatcher
+    # The held events orders.process handed on, marked a window at a time.
+    handed_on: HandedOnMarks
 
 
 _current: Resources | None = None
@@ -97,7 +100,8 @@ async def open_resources(settings: WorkerSettings) -> Resources:
         release_retry_s=settings.held_release_retry_s,
     )
     templates.start()
-    return Resources(settings, orders_pool, notifications_pool, http, delivery, queue, templates)
+    handed_on = HandedOnMarks(orders_pool, linger_s=settings.handed_on_linger_ms / 1000)
+    return Resources(settings, orders_pool, notifications_pool, http, delivery, queue, templates, handed_on)
 
 
 async def close_resources(opened: Resources) -> None:
@@ -105,6 +109,7 @@ async def close_resources(opened: Resources) -> None:
     await opened.queue.close()
     await opened.http.close()
     await opened.notifications_pool.close()
+    await opened.handed_on.aclose()
     await opened.orders_pool.close()
 
 

@@ -19,6 +19,9 @@ class WorkerSettings(
     order_db_name: str = "orders"
     # Orders above this total are rejected by orders.process (same currency units as the order).
     max_order_total: Decimal = Field(default=Decimal("10000"), gt=0)
+    # orders.process marks the status changes it handed on in one statement per window this long
+    # (common.outbox.HandedOnMarks): one per order was a round trip each (issue 11).
+    handed_on_linger_ms: float = Field(default=50.0, ge=0, le=1000)
 
     # 8 retries from 5 s doubling, capped at 10 min: the last try is ~20 minutes after the first.
     worker_max_retries: int = Field(default=8, ge=0, le=50)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import pytest
 
 from notifier import repository
-from notifier.fanout import InvalidEvent, fan_out
+from notifier.fanout import InvalidEvent, fan_out, fan_out_all
 from tests.integration.notifier.helpers import contact, order_created_event, user_registered_event
 
 
@@ -139,3 +139,59 @@ async def test_an_event_breaking_the_contract_is_invalid(pool: asyncpg.Pool, mut
     mutate(event)
     with pytest.raises(InvalidEvent):
         await fan_out(pool, event, dispatch=Recorder())
+
+
+class CountingPool:
+    """The pool, counting the statements the fan-out sends through it."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.statements: list[str] = []
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        self.statements.append(query)
+        return await self.pool.fetch(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        self.statements.append(query)
+        return await self.pool.fetchrow(query, *args)
+
+
+def status_changed_event(user: dict[str, Any]) -> dict[str, Any]:
+    event = order_created_event(user)
+    event["event_type"] = "order.status_changed"
+    event["data"].update(from_status="PENDING", to_status="CONFIRMED", reason=None, changed_by="system")
+    return event
+
+
+async def test_events_fanned_out_together_are_one_insert_and_dispatched_in_order(pool: asyncpg.Pool) -> None:
+    user = contact(notification_preferences={"email": True, "sms": True, "push": False})
+    created, changed = order_created_event(user), status_changed_event(user)
+    counting, enqueue = CountingPool(pool), Recorder()
+
+    dispatched = await fan_out_all(cast(asyncpg.Pool, counting), [created, changed], dispatch=enqueue)
+
+    assert len(counting.statements) == 1
+    rows = [await repository.get_notification(pool, i) for i in enqueue.enqueued]
+    assert [(row["event_type"], row["channel"]) for row in rows if row is not None] == [
+        ("order.created", "email"),
+        ("order.created", "sms"),
+        ("order.status_changed", "email"),
+        ("order.status_changed", "sms"),
+    ]
+    assert dispatched == enqueue.enqueued
+    last = rows[3]
+    assert last is not None
+    assert repository.context_of(last)["to_status"] == "CONFIRMED"
+
+
+async def test_several_events_write_nothing_if_one_breaks_the_contract(pool: asyncpg.Pool) -> None:
+    user = contact()
+    created, broken = order_created_event(user), status_changed_event(user)
+    broken["data"].pop("user")
+
+    with pytest.raises(InvalidEvent):
+        await fan_out_all(pool, [created, broken], dispatch=Recorder())
+
+    count = await pool.fetchval("SELECT count(*) FROM notifications WHERE event_id = $1", created["event_id"])
+    assert count == 0

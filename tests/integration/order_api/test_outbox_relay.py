@@ -22,6 +22,7 @@ from order_api.settings import Settings
 from tests.conftest import pg_dsn
 from tests.integration.order_api.broker_tools import QueueReader, TcpProxy, eventually
 from tests.integration.order_api.conftest import SPEC, User, override, place
+from tests.integration.order_api.outbox_tools import add_test_event, hold_event
 from tests.integration.workers.management import queue_info, scratch_vhost
 from tests.openapi_check import CheckedClient
 from workers import queues
@@ -163,28 +164,13 @@ async def test_a_lost_broker_connection_is_re_established_and_nothing_is_lost(
     assert len(set(reader.event_ids("orders"))) == len(reader.messages["orders"]) == 3
 
 
-async def _add_event(pool: asyncpg.Pool, aggregate_id: str, seq: int) -> dict[str, Any]:
-    """One event in its own transaction, as a producer writes it."""
-    async with pool.acquire() as conn, conn.transaction():
-        return await add_event(conn, ORDER_STATUS_CHANGED, aggregate_id, {"seq": seq}, producer="test")
-
-
 async def _add_events(pool: asyncpg.Pool, aggregates: int, per_aggregate: int) -> list[str]:
     """Events of several aggregates, interleaved as concurrent orders would write them."""
     event_ids = []
     for seq in range(per_aggregate):
         for aggregate in range(aggregates):
-            event_ids.append((await _add_event(pool, f"agg-{aggregate}", seq))["event_id"])
+            event_ids.append((await add_test_event(pool, f"agg-{aggregate}", seq))["event_id"])
     return event_ids
-
-
-async def _hold(pool: asyncpg.Pool, event: dict[str, Any], seconds: float) -> None:
-    """What a producer that hands its event on writes (order_api.repository.DECIDE_PENDING_SQL)."""
-    await pool.execute(
-        "UPDATE outbox_events SET held_until = now() + make_interval(secs => $2) WHERE event_id = $1",
-        event["event_id"],
-        seconds,
-    )
 
 
 def _relay(pool: asyncpg.Pool, vhost: str, dsn: str, service: str, **options: Any) -> OutboxRelay:
@@ -316,9 +302,9 @@ async def test_a_later_event_waits_while_an_earlier_one_of_its_aggregate_is_held
     client: CheckedClient, reader: QueueReader, orders_vhost: str, settings: Settings
 ) -> None:
     pool = client.app[PG_POOL]
-    first = await _add_event(pool, "order-x", 1)
-    second = await _add_event(pool, "order-x", 2)
-    other = await _add_event(pool, "order-y", 1)
+    first = await add_test_event(pool, "order-x", 1)
+    second = await add_test_event(pool, "order-x", 2)
+    other = await add_test_event(pool, "order-y", 1)
     dsn = pg_dsn(settings.order_db_name)
     relay = _relay(pool, orders_vhost, dsn, "t_hold")
     # Another relay is busy with the first event: it holds its row lock.
@@ -343,11 +329,11 @@ async def test_an_event_its_producer_holds_is_left_until_handed_on_or_until_the_
     client: CheckedClient, reader: QueueReader, orders_vhost: str, settings: Settings
 ) -> None:
     pool = client.app[PG_POOL]
-    handed = await _add_event(pool, "order-h", 1)
-    await _hold(pool, handed, 60)
-    after = await _add_event(pool, "order-h", 2)
-    dropped = await _add_event(pool, "order-d", 1)
-    await _hold(pool, dropped, 1)
+    handed = await add_test_event(pool, "order-h", 1)
+    await hold_event(pool, handed, 60)
+    after = await add_test_event(pool, "order-h", 2)
+    dropped = await add_test_event(pool, "order-d", 1)
+    await hold_event(pool, dropped, 1)
     relay = _relay(pool, orders_vhost, pg_dsn(settings.order_db_name), "t_held")
     try:
         # Both held, and the event after one of them waits for it.
