@@ -101,7 +101,7 @@ class Processed:
 
 def _change_data(
     order: OrderOut,
-    contact_json: str,
+    contact: Mapping[str, Any],
     current: OrderStatus,
     target: OrderStatus,
     reason: str | None,
@@ -110,7 +110,7 @@ def _change_data(
     """The ``data`` of an order.status_changed / order.cancelled event (docs/events.md)."""
     return {
         "order": order.model_dump(mode="json"),
-        "user": json.loads(contact_json),
+        "user": dict(contact),
         "from_status": current.value,
         "to_status": target.value,
         "reason": reason,
@@ -135,7 +135,7 @@ async def apply_transition(
         conn, row["id"], from_status=current, to_status=target, changed_by=changed_by, reason=reason
     )
     order = order_out(updated, items)
-    data = _change_data(order, row["contact"], current, target, reason, changed_by)
+    data = _change_data(order, json.loads(row["contact"]), current, target, reason, changed_by)
     event_type = ORDER_CANCELLED if target is S.CANCELLED else ORDER_STATUS_CHANGED
     await add_event(conn, event_type, order.id, data, producer=PRODUCER, trace_id=trace_id)
     log.info("order_status_changed", **{"order.id": order.id}, from_status=current, to_status=target)
@@ -151,14 +151,55 @@ def _order_id(event: dict[str, Any]) -> str:
         raise ValueError("the event carries no valid data.order.id") from None
 
 
-def _decide(row: asyncpg.Record, max_order_total: Decimal) -> tuple[OrderStatus, str]:
-    total: Decimal = row["total"]
+def _decide(total: Decimal, currency: str, max_order_total: Decimal) -> tuple[OrderStatus, str]:
     if total > max_order_total:
         return (
             S.REJECTED,
-            f"order total {total:.2f} {row['currency']} exceeds the limit of {max_order_total:.2f}",
+            f"order total {total:.2f} {currency} exceeds the limit of {max_order_total:.2f}",
         )
     return S.CONFIRMED, "accepted by automatic processing"
+
+
+def _as_created(event: dict[str, Any]) -> tuple[OrderOut, dict[str, Any]] | None:
+    """The pending order and its contact as the event carries them; None if it does not."""
+    try:
+        order = OrderOut.model_validate(event["data"]["order"])
+        contact = dict(event["data"]["user"])
+    except (KeyError, TypeError, ValueError):  # pydantic's ValidationError is a ValueError
+        return None
+    return (order, contact) if order.status is S.PENDING else None
+
+
+def _decision(
+    order: OrderOut,
+    contact: Mapping[str, Any],
+    event: dict[str, Any],
+    *,
+    max_order_total: Decimal,
+    hold_s: float | None,
+) -> repository.PendingDecision:
+    target, reason = _decide(order.total, order.currency, max_order_total)
+    now = datetime.now(UTC)
+    decided = order.model_copy(update={"status": target, "updated_at": now})
+    changed = new_event(
+        ORDER_STATUS_CHANGED,
+        _change_data(decided, contact, S.PENDING, target, reason, PROCESSOR),
+        producer=PRODUCER,
+        trace_id=event.get("trace_id") or current_trace_id(),
+    )
+    return repository.PendingDecision(
+        order_id=order.id,
+        total=order.total,
+        currency=order.currency,
+        to_status=target.value,
+        updated_at=now,
+        changed_by=PROCESSOR,
+        reason=reason,
+        event=changed,
+        event_json=json.dumps(changed, default=str),
+        hold_s=hold_s,
+        channel=OUTBOX_CHANNEL,
+    )
 
 
 async def process_order_created(
@@ -169,13 +210,21 @@ async def process_order_created(
     Raises ValueError for a malformed event and NotFound if the order does not exist; both are
     permanent, so retrying them is pointless.
 
-    Two round trips, no transaction of its own: the order is read, and the decision written in
-    one statement on the condition that the order is still PENDING (``repository.decide_pending``;
-    the lock, the change and the event in a transaction were five, issue 11). An order changed in
-    between (its owner cancelled it) is read again and found decided.
+    One round trip as a rule: the order is decided as the event carries it (a pending order has
+    not changed since it was created), and the decision written in one statement on the
+    condition that the order is still PENDING with that total and currency
+    (``repository.decide_pending``; the lock, the change and the event in a transaction were five,
+    issue 11). An order changed meanwhile (its owner cancelled it), an event that does not carry
+    it, or one that does not match it, is read from the database and decided from there.
     """
     order_id = _order_id(event)
-    while True:
+    created = _as_created(event)
+    decision = None
+    if created is not None and created[0].id == order_id:
+        decision = _decision(*created, event, max_order_total=max_order_total, hold_s=hold_s)
+        if not await repository.decide_pending(pool, decision):
+            decision = None
+    while decision is None:
         detail = await repository.get_order_detail(pool, order_id)
         if detail is None:
             raise NotFound(f"order {order_id} does not exist")
@@ -185,30 +234,18 @@ async def process_order_created(
             log.info("order_already_processed", **{"order.id": order_id}, status=current)
             held = [] if hold_s is None else await take_over_held(pool, order_id, hold_s=hold_s)
             return Processed(current.value, held)
-        target, reason = _decide(row, max_order_total)
-        now = datetime.now(UTC)
-        order = order_out({**dict(row), "status": target.value, "updated_at": now}, detail.items)
-        changed = new_event(
-            ORDER_STATUS_CHANGED,
-            _change_data(order, row["contact"], current, target, reason, PROCESSOR),
-            producer=PRODUCER,
-            trace_id=event.get("trace_id") or current_trace_id(),
-        )
-        decision = repository.PendingDecision(
-            order_id=order_id,
-            to_status=target.value,
-            updated_at=now,
-            changed_by=PROCESSOR,
-            reason=reason,
-            event=changed,
-            event_json=json.dumps(changed, default=str),
+        decision = _decision(
+            order_out(row, detail.items),
+            json.loads(row["contact"]),
+            event,
+            max_order_total=max_order_total,
             hold_s=hold_s,
-            channel=OUTBOX_CHANNEL,
         )
-        if await repository.decide_pending(pool, decision):
-            break
-    count_transition(current, target)
-    log.info("order_status_changed", **{"order.id": order_id}, from_status=current, to_status=target)
+        if not await repository.decide_pending(pool, decision):
+            decision = None
+    target = OrderStatus(decision.to_status)
+    count_transition(S.PENDING, target)
+    log.info("order_status_changed", **{"order.id": order_id}, from_status=S.PENDING, to_status=target)
     # What a consumer would get from the queue: the envelope as JSON, not as Python built it.
     held_events = [] if hold_s is None else [json.loads(decision.event_json)]
     return Processed(target.value, held_events)

@@ -106,7 +106,8 @@ CHANGE_STATUS_SQL = f"""
 # in seconds (no NOTIFY then: its producer hands it on, ``common.outbox``), or NULL.
 DECIDE_PENDING_SQL = """
     WITH changed AS (
-        UPDATE orders SET status = $2, updated_at = $3 WHERE id = $1 AND status = 'PENDING'
+        UPDATE orders SET status = $2, updated_at = $3
+        WHERE id = $1 AND status = 'PENDING' AND total = $11 AND currency = $12
         RETURNING id
     ), logged AS (
         INSERT INTO order_status_history (order_id, from_status, to_status, changed_by, reason)
@@ -273,9 +274,14 @@ async def change_status(
 
 @dataclass(frozen=True)
 class PendingDecision:
-    """What DECIDE_PENDING_SQL writes: the new status, its history entry, its outbox event."""
+    """What DECIDE_PENDING_SQL writes: the new status, its history entry, its outbox event.
+
+    Written only if the order is PENDING with ``total`` and ``currency``: what it was decided on.
+    """
 
     order_id: str
+    total: Decimal
+    currency: str
     to_status: str
     updated_at: datetime
     changed_by: str
@@ -300,6 +306,8 @@ async def decide_pending(db: Executor, decision: PendingDecision) -> bool:
         decision.event_json,
         decision.hold_s,
         decision.channel,
+        decision.total,
+        decision.currency,
     )
     return row is not None
 

@@ -225,9 +225,12 @@ class FakeOrderRepository:
         return row, self.items.get(order_id, [])
 
     async def decide_pending(self, db: Any, decision: Any) -> bool:
-        """As DECIDE_PENDING_SQL: the status, its history entry and its event, if still PENDING."""
-        order = self.orders[decision.order_id]
-        if order["status"] != "PENDING":
+        """As DECIDE_PENDING_SQL: the status, its history entry and its event, if still PENDING
+        with the total and currency decided on."""
+        order = self.orders.get(decision.order_id)
+        if order is None or order["status"] != "PENDING":
+            return False
+        if (order["total"], order["currency"]) != (decision.total, decision.currency):
             return False
         changed = {"status": decision.to_status, "updated_at": decision.updated_at}
         self.orders[decision.order_id] = {**order, **changed}
