@@ -6,6 +6,7 @@ would give every user id its own time series.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import structlog
@@ -37,6 +38,16 @@ log = structlog.get_logger("access")
 QUIET_PATHS = frozenset({"/metrics", "/health", "/health/ready"})
 
 
+# nginx's code for a request its client closed before the answer: not the server's error.
+CLIENT_CLOSED_REQUEST = 499
+
+
+def client_gone(request: web.Request) -> bool:
+    """The client closed its connection (mid-body, or while the handler ran)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 def route_label(request: web.Request) -> str:
     resource = request.match_info.route.resource
     if resource is None:
@@ -54,6 +65,11 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         return response
     except web.HTTPException as exc:
         status = exc.status
+        raise
+    except (ConnectionResetError, asyncio.CancelledError):
+        # Left mid-body, or, with handler cancellation on, while the handler ran.
+        if client_gone(request):
+            status = CLIENT_CLOSED_REQUEST
         raise
     finally:
         elapsed = time.perf_counter() - started

@@ -25,7 +25,13 @@ from common.failures import as_dependency_failure, describe
 from common.health import DRAINING, HEALTH_CHECKS, liveness, readiness
 from common.http_tracing import tracing_middleware
 from common.logging import TRACE_ID, trace_id_from_headers
-from common.metrics import SERVICE_NAME, metrics_handler_for, metrics_middleware
+from common.metrics import (
+    CLIENT_CLOSED_REQUEST,
+    SERVICE_NAME,
+    client_gone,
+    metrics_handler_for,
+    metrics_middleware,
+)
 from common.openapi import INSTANCE_DOCUMENT, load
 from common.security import security_headers_middleware, setup_security
 from common.types import Handler
@@ -123,6 +129,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             exc.status, HTTPStatus(exc.status).phrase, detail, instance=request.path, headers=headers
         )
     except Exception as exc:
+        if isinstance(exc, ConnectionResetError) and client_gone(request):
+            # Nobody is left to answer (a load generator stopping, a client timing out mid-body):
+            # no 500, no traceback; aiohttp drops the response it cannot write.
+            log.info("client_disconnected", error=describe(exc))
+            return web.Response(status=CLIENT_CLOSED_REQUEST)
         failure = as_dependency_failure(exc)
         if failure is not None:
             # The client should come back (Retry-After), not give up as it would on a 500.

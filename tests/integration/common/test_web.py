@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from common.health import add_health_check
@@ -100,3 +101,37 @@ async def test_readiness_times_each_dependency_probe(aiohttp_client: Any) -> Non
     # The 30 ms probe lands above the 25 ms bucket, so the observation is its real duration.
     fast = 'readiness_check_duration_seconds_bucket{component="postgresql",le="0.025",service="timed"} 0.0'
     assert fast in metrics
+
+
+@pytest.mark.parametrize("cancellation", [False, True], ids=["handler-runs-on", "handler-cancelled"])
+async def test_a_client_that_leaves_mid_body_is_no_server_error(
+    aiohttp_client: Any, cancellation: bool
+) -> None:
+    service = f"probe_gone_{cancellation}".lower()
+    app = base_application(service)
+    reached: list[str] = []
+
+    async def upload(request: web.Request) -> web.Response:
+        reached.append("handler")
+        await request.read()  # the client is gone before the body is whole
+        return web.json_response({"ok": True})
+
+    app.router.add_post("/upload", upload)
+    client = await aiohttp_client(app, server_kwargs={"handler_cancellation": cancellation})
+    _, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()
+    await writer.wait_closed()
+    await asyncio.sleep(0.2)
+
+    metrics = await (await client.get("/metrics")).text()
+    counted = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("http_requests_total") and f'service="{service}"' in line
+    ]
+    assert reached == ["handler"]
+    assert any('status="499"' in line and "/upload" in line for line in counted), counted
+    assert not any('status="500"' in line for line in counted), counted
