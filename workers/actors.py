@@ -12,7 +12,6 @@ from typing import Any
 
 import asyncpg
 import dramatiq
-import structlog
 from dramatiq.middleware import CurrentMessage
 
 from common.errors import NotFound
@@ -24,8 +23,6 @@ from order_api.lifecycle import process_order_created
 from workers import app as _app  # noqa: F401 - builds the broker these actors bind to
 from workers.broker import REPLAYS_OPTION, BlamelessRetry
 from workers.resources import resources
-
-log = structlog.get_logger(__name__)
 
 
 # A malformed event (ValueError, InvalidEvent) or an order that does not exist (NotFound) cannot
@@ -49,7 +46,7 @@ async def process_order(event: dict[str, Any]) -> None:
         max_order_total=current.settings.max_order_total,
         hold_s=current.delivery.lease_s,
     )
-    log.info("order_processed", event_id=event.get("event_id"), outcome=processed.status)
+    # (Its log line is the decision's: order_status_changed, or order_already_processed.)
     # The order.created notifications (common.events.ROUTES: this is their only message) and
     # those of the status change, in one insert. After the order's commit, so the notifications
     # database being away delays the e-mail, never the order; a retry finds the order processed
