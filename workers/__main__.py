@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_dramatiq(settings, args)
     directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or DEFAULT_MULTIPROC_DIR).resolve()
     prepare_multiproc_dir(directory)
+    os.nice(settings.worker_nice)  # kept across the exec, by Dramatiq's processes too
     command = [sys.executable, "-m", "workers", *args]
     os.execve(sys.executable, command, dramatiq_environment(settings, directory))  # noqa: S606 - our own interpreter
 

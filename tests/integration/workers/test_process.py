@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -120,3 +121,28 @@ async def test_metrics_are_served_for_all_worker_processes(
         'dramatiq_messages_total{actor_name="notifications.deliver",queue_name="notifications"} 1.0' in text
     )
     assert 'notification_deliveries_total{channel="email",outcome="sent"} 1.0' in text
+    # Every process of the worker runs below the APIs' CPU priority (WORKER_NICE, default 10).
+    members = group_members(worker.process.pid)
+    assert len(members) >= processes
+    assert {pid: niceness(pid) for pid in members} == dict.fromkeys(members, 10)
+
+
+def _stat(pid: int) -> list[str]:
+    # The fields after the command name, which may itself hold spaces and parentheses.
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+
+
+def niceness(pid: int) -> int:
+    return int(_stat(pid)[16])
+
+
+def group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int(_stat(int(entry.name))[2]) == pgid:
+                    members.append(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return sorted(members)
