@@ -20,7 +20,7 @@ import re
 import resource
 import subprocess
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,8 @@ from bench import pgcluster, procs
 LOG_LINE = re.compile(r"^duration: [\d.]+ ms  (?:statement|execute [^:]+): (.*)$", re.DOTALL)
 PARAMETER = re.compile(r"\$(\d+) = (NULL|'(?:[^']|'')*')", re.DOTALL)
 PLACEHOLDER = re.compile(r"\$(\d+)\b")
+# The values in an error message (keys, ids), so that messages of one kind count together.
+ERROR_VALUES = re.compile(r"\([^)]*\)=\([^)]*\)|'[^']*'")
 CSV_DATABASE, CSV_SESSION, CSV_MESSAGE, CSV_DETAIL, CSV_APPLICATION = 2, 5, 13, 14, 22
 
 STATS_SQL = """
@@ -154,6 +156,8 @@ class ReplayResult:
     sessions: int
     statements: int
     errors: int
+    # The most frequent error messages, with their counts: what the replay could not redo.
+    error_kinds: dict[str, int]
     wall_s: float
     client_cpu_s: float
     server_cpu_s: float
@@ -200,11 +204,17 @@ async def replay(
     client_cpu = (children_after.ru_utime + children_after.ru_stime) - (
         children_before.ru_utime + children_before.ru_stime
     )
-    errors = sum(err.decode(errors="replace").count("ERROR:") for _, err in outputs)
+    kinds = Counter(
+        ERROR_VALUES.sub("…", line.split("ERROR:", 1)[1].strip())[:120]
+        for _, err in outputs
+        for line in err.decode(errors="replace").splitlines()
+        if "ERROR:" in line
+    )
     return ReplayResult(
         sessions=len(scripts),
         statements=sum(len(statements) for _, statements in sessions.values()),
-        errors=errors,
+        errors=sum(kinds.values()),
+        error_kinds=dict(kinds.most_common(5)),
         wall_s=round(wall, 3),
         client_cpu_s=round(client_cpu, 3),
         server_cpu_s=round(server_cpu, 3),

@@ -89,6 +89,8 @@ def _baseline_lines(baselines: dict[str, Any]) -> list[str]:
             f"{replay['cpu_ms_per_order']} ms CPU per order (psql + backends; "
             f"{replay['server_cpu_ms_per_order']} ms in PostgreSQL), {replay['errors']} errors"
         )
+        for message, count in replay.get("error_kinds", {}).items():
+            lines.append(f"  - {count}x: {message}")
     return lines
 
 

@@ -91,6 +91,7 @@ async def test_replay_runs_each_session_against_a_copy_taken_before(
         sessions["bad"] = (source_database, ["SELECT no_such_column FROM t", "SELECT 1"])
         result = await replay.replay(Settings, sessions, clones, tmp_path)
         assert (result.sessions, result.statements, result.errors) == (4, 11, 1)
+        assert result.error_kinds == {'column "no_such_column" does not exist': 1}
         copy = await asyncpg.connect(pg_dsn(clones[source_database]))
         try:
             notes = sorted(await copy.fetchval("SELECT array_agg(note) FROM t"))
