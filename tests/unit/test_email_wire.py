@@ -25,6 +25,27 @@ COMPAT32 = compat32.clone(linesep="\r\n")
 ASCII = "".join(chr(code) for code in range(128) if chr(code) not in "\r\n")
 PRINTABLE = "".join(chr(code) for code in range(32, 127))
 NAMES = ("Subject", "To", "From", "Message-ID", "X-Notification-Id", "traceparent")
+MAIL_FROM = "Shop <noreply@example.com>"
+
+
+def outgoing_email(
+    parts: dict[str, str],
+    *,
+    name: str = "Ada",
+    recipient: str = "ada@example.com",
+    trace_id: str | None = "4bf92f3577b34da6a3ce929d0e0e4736",
+) -> Outgoing:
+    return Outgoing(
+        notification_id="6f1c1c44-3f44-4a9c-9e0f-6a9b1d9a1b11",
+        recipient=recipient,
+        recipient_name=name,
+        trace_id=trace_id,
+        content=Rendered(template="order.created", channel="email", parts=parts),
+    )
+
+
+def build(outgoing: Outgoing) -> bytes:
+    return build_email(outgoing, mail_from=MAIL_FROM, domain="example.com").data
 
 
 def folded(policy: object, name: str, value: str) -> bytes | str:
@@ -52,26 +73,17 @@ def test_every_header_is_folded_as_compat32_folds_it(alphabet: str) -> None:
     ],
 )
 def test_a_whole_message_is_written_as_compat32_writes_it(name: str, subject: str) -> None:
-    outgoing = Outgoing(
-        notification_id="6f1c1c44-3f44-4a9c-9e0f-6a9b1d9a1b11",
-        recipient="ada@example.com",
-        recipient_name=name,
-        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
-        content=Rendered(
-            template="order.created",
-            channel="email",
-            parts={"subject": subject, "text": "Hello\nthere", "html": "<p>Hello</p>"},
-        ),
+    data = build(
+        outgoing_email({"subject": subject, "text": "Hello\nthere", "html": "<p>Hello</p>"}, name=name)
     )
-    built = build_email(outgoing, mail_from="Shop <noreply@example.com>", domain="example.com")
-    parsed = email.message_from_bytes(built.data, policy=COMPAT32)
+    parsed = email.message_from_bytes(data, policy=COMPAT32)
     assert parsed.is_multipart()
     rewritten = {}
     for label, policy in (("ours", WIRE_POLICY), ("compat32", COMPAT32)):
         with io.BytesIO() as wire:
             BytesGenerator(wire, policy=policy).flatten(parsed)
             rewritten[label] = wire.getvalue()
-    assert rewritten["ours"] == rewritten["compat32"] == built.data
+    assert rewritten["ours"] == rewritten["compat32"] == data
 
 
 def _random_text(chooser: random.Random, alphabet: str, longest: int) -> str:
@@ -91,29 +103,14 @@ def test_a_plain_message_is_written_directly_as_the_email_package_writes_it(with
         parts = [("plain", _random_text(chooser, body_alphabet, 300) + "\n")]
         if with_html:
             parts.append(("html", _random_text(chooser, body_alphabet, 300) + "\n"))
-        draft = Draft(headers, parts, f"=_{chooser.getrandbits(128):032x}")
+        draft = Draft("<id@example.com>", headers, parts, f"=_{chooser.getrandbits(128):032x}")
         assert write_plain(draft) == write_with_email_package(draft), draft
 
 
 def test_a_line_of_998_characters_is_7bit_and_a_longer_one_is_not() -> None:
-    outgoing = Outgoing(
-        notification_id="6f1c1c44-3f44-4a9c-9e0f-6a9b1d9a1b11",
-        recipient="ada@example.com",
-        recipient_name="Ada",
-        trace_id=None,
-        content=Rendered(
-            template="order.created", channel="email", parts={"subject": "s", "text": "x" * 998}
-        ),
-    )
-    built = build_email(outgoing, mail_from="Shop <noreply@example.com>", domain="example.com")
-    assert b"Content-Transfer-Encoding: 7bit" in built.data
-    longer = Rendered(template="order.created", channel="email", parts={"subject": "s", "text": "x" * 999})
-    built = build_email(
-        Outgoing(**{**outgoing.__dict__, "content": longer}),
-        mail_from="Shop <noreply@example.com>",
-        domain="example.com",
-    )
-    assert b"Content-Transfer-Encoding: quoted-printable" in built.data
+    assert b"Content-Transfer-Encoding: 7bit" in build(outgoing_email({"subject": "s", "text": "x" * 998}))
+    longer = build(outgoing_email({"subject": "s", "text": "x" * 999}))
+    assert b"Content-Transfer-Encoding: quoted-printable" in longer
 
 
 @pytest.mark.parametrize(
@@ -130,22 +127,12 @@ def test_a_line_of_998_characters_is_7bit_and_a_longer_one_is_not() -> None:
 def test_whichever_way_a_message_takes_it_is_the_email_packages_message(
     name: str, subject: str, text: str
 ) -> None:
-    outgoing = Outgoing(
-        notification_id="6f1c1c44-3f44-4a9c-9e0f-6a9b1d9a1b11",
-        recipient="ada@example.com",
-        recipient_name=name,
-        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
-        content=Rendered(
-            template="order.created",
-            channel="email",
-            parts={"subject": subject, "text": text, "html": "<p/>"},
-        ),
-    )
-    draft = draft_email(outgoing, mail_from="Shop <noreply@example.com>", domain="example.com")
-    built = build_email(outgoing, mail_from="Shop <noreply@example.com>", domain="example.com")
+    outgoing = outgoing_email({"subject": subject, "text": text, "html": "<p/>"}, name=name)
+    draft = draft_email(outgoing, mail_from=MAIL_FROM, domain="example.com")
+    data = build(outgoing)
     # Date and boundary differ from one build to the next; the rest is the email package's.
     expected = write_with_email_package(draft)
-    parsed, ours = (email.message_from_bytes(data, policy=COMPAT32) for data in (expected, built.data))
+    parsed, ours = (email.message_from_bytes(wire, policy=COMPAT32) for wire in (expected, data))
     assert [(k, v) for k, v in ours.items() if k not in ("Date", "Content-Type")] == [
         (k, v) for k, v in parsed.items() if k not in ("Date", "Content-Type")
     ]
@@ -153,13 +140,7 @@ def test_whichever_way_a_message_takes_it_is_the_email_packages_message(
 
 
 def test_an_invalid_address_is_a_permanent_failure_every_time() -> None:
-    outgoing = Outgoing(
-        notification_id="6f1c1c44-3f44-4a9c-9e0f-6a9b1d9a1b11",
-        recipient="not an address@",
-        recipient_name="Ada",
-        trace_id=None,
-        content=Rendered(template="order.created", channel="email", parts={"subject": "s", "text": "t"}),
-    )
+    outgoing = outgoing_email({"subject": "s", "text": "t"}, recipient="not an address@")
     for _ in range(2):  # the check's cache keeps what passed, never what failed
         with pytest.raises(PermanentFailure, match="invalid email address"):
-            build_email(outgoing, mail_from="Shop <noreply@example.com>", domain="example.com")
+            build(outgoing)
